@@ -1,0 +1,3 @@
+from svc2rules.cli import main
+
+main()

@@ -1,0 +1,228 @@
+"""Command-line interface. The only place that knows about exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import IntEnum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+import yaml
+
+from svc2rules import __version__
+from svc2rules.api import plan_from_paths, render
+from svc2rules.backends import RenderOptions, available_backends
+from svc2rules.config import ProxyConfig, build_config, config_mode
+from svc2rules.errors import ApplyError, BackendError, Diagnostic, InputError, Svc2RulesError, UsageError
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILURE = 1
+    INVALID = 2
+
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Compile Kubernetes Services and EndpointSlices into iptables, nftables or IPVS rules.",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"svc2rules {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """svc2rules: a rule compiler for Kubernetes Services."""
+
+
+# -- shared options ------------------------------------------------------------------------
+
+FileOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "-f", "--filename", help="Manifest file, folder or '-' for stdin (repeatable). Default: stdin."
+    ),
+]
+RecursiveOpt = Annotated[bool, typer.Option("-R", "--recursive", help="Read folders recursively.")]
+BackendOpt = Annotated[
+    str | None,
+    typer.Option("--backend", help="Output backend (default: the config file's mode, else iptables)."),
+]
+NodeNameOpt = Annotated[str | None, typer.Option("--node-name", help="This node's name (endpoint locality).")]
+NodeIPOpt = Annotated[list[str] | None, typer.Option("--node-ip", help="This node's IP (repeatable).")]
+NodeZoneOpt = Annotated[
+    str | None, typer.Option("--node-zone", help="This node's topology zone (zone hints).")
+]
+ClusterCIDROpt = Annotated[
+    list[str] | None,
+    typer.Option("--cluster-cidr", help="Pod CIDR of the cluster, one per family (repeatable)."),
+]
+MasqAllOpt = Annotated[
+    bool | None,
+    typer.Option("--masquerade-all/--no-masquerade-all", help="SNAT all traffic sent to a service."),
+]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="kube-proxy KubeProxyConfiguration file (flags override it).")
+]
+
+
+@contextmanager
+def _cli_errors() -> Iterator[None]:
+    """Map typed errors to one line each on stderr and an exit code; never a traceback."""
+    try:
+        yield
+    except InputError as exc:
+        for diagnostic in exc.diagnostics:
+            _err(str(diagnostic))
+        raise typer.Exit(ExitCode.INVALID) from None
+    except UsageError as exc:
+        _err(f"error: {exc}")
+        raise typer.Exit(ExitCode.INVALID) from None
+    except (BackendError, ApplyError, Svc2RulesError) as exc:
+        _err(f"error: {exc}")
+        raise typer.Exit(ExitCode.FAILURE) from None
+    except BrokenPipeError:
+        # `svc2rules compile | head` is a normal pipeline, not a failure worth a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(ExitCode.FAILURE) from None
+    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # pragma: no cover - a bug; still one line unless asked for more
+        if os.environ.get("SVC2RULES_DEBUG"):
+            raise
+        _err(f"internal error: {type(exc).__name__}: {exc} (set SVC2RULES_DEBUG=1 for a traceback)")
+        raise typer.Exit(ExitCode.FAILURE) from None
+
+
+def _err(line: str) -> None:
+    sys.stderr.write(line.replace("\n", "\\n") + "\n")
+
+
+def _warn(diagnostics: list[Diagnostic]) -> None:
+    for diagnostic in diagnostics:
+        _err(f"warning: {diagnostic}")
+
+
+def read_config_file(path: Path | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: invalid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: expected a KubeProxyConfiguration object")
+    return data
+
+
+def node_config(
+    config_path: Path | None,
+    *,
+    node_name: str | None,
+    node_ip: list[str] | None,
+    node_zone: str | None,
+    cluster_cidr: list[str] | None,
+    masquerade_all: bool | None,
+    extra: dict[str, Any] | None = None,
+) -> tuple[ProxyConfig, str | None]:
+    """Build the node/proxy config from the file and flags; also return the file's mode."""
+    data = read_config_file(config_path)
+    overrides: dict[str, Any] = {
+        "node_name": node_name,
+        "node_ips": tuple(node_ip or ()),
+        "node_zone": node_zone,
+        "cluster_cidrs": tuple(c for item in (cluster_cidr or ()) for c in item.split(",") if c.strip()),
+        "masquerade_all": masquerade_all,
+        **(extra or {}),
+    }
+    config = build_config(overrides, data, str(config_path) if config_path else "")
+    return config, (config_mode(data) if data else None)
+
+
+def choose_backend(requested: str | None, mode: str | None) -> str:
+    name = requested or mode or "iptables"
+    if name not in available_backends():
+        raise UsageError(f"unknown backend {name!r} (choose from: {', '.join(available_backends())})")
+    return name
+
+
+@app.command("compile")
+def compile_command(
+    filename: FileOpt = None,
+    recursive: RecursiveOpt = False,
+    backend: BackendOpt = None,
+    node_name: NodeNameOpt = None,
+    node_ip: NodeIPOpt = None,
+    node_zone: NodeZoneOpt = None,
+    cluster_cidr: ClusterCIDROpt = None,
+    masquerade_all: MasqAllOpt = None,
+    config: ConfigOpt = None,
+    output: Annotated[
+        str,
+        typer.Option("-o", "--output", help="'rules' (the ruleset) or 'ir' (the resolved model as JSON)."),
+    ] = "rules",
+    comments: Annotated[
+        str, typer.Option("--comments", help="Rule comments: auto (kube-proxy's), always or never.")
+    ] = "auto",
+    chain_prefix: Annotated[
+        str, typer.Option("--chain-prefix", help="Prefix of our iptables chains.")
+    ] = "SVC2R",
+    table: Annotated[str, typer.Option("--table", help="Name of our nftables table.")] = "svc2rules",
+    jumps: Annotated[
+        bool, typer.Option("--jumps/--no-jumps", help="Include the jumps from the built-in chains.")
+    ] = True,
+) -> None:
+    """Compile manifests into a ruleset on stdout (diagnostics on stderr)."""
+    with _cli_errors():
+        if output not in ("rules", "ir"):
+            raise UsageError(f"--output must be 'rules' or 'ir', got {output!r}")
+        if comments not in ("auto", "always", "never"):
+            raise UsageError(f"--comments must be auto, always or never, got {comments!r}")
+        proxy_config, mode = node_config(
+            config,
+            node_name=node_name,
+            node_ip=node_ip,
+            node_zone=node_zone,
+            cluster_cidr=cluster_cidr,
+            masquerade_all=masquerade_all,
+        )
+        backend_name = choose_backend(backend, mode)
+        compiled = plan_from_paths(filename or [], recursive, sys.stdin.buffer, proxy_config)
+        _warn(compiled.warnings)
+        if output == "ir":
+            sys.stdout.write(compiled.plan.to_json())
+            sys.stdout.flush()
+            return
+        options = RenderOptions(comments=comments, chain_prefix=chain_prefix, table=table, jumps=jumps)
+        artifact = render(compiled.plan, backend_name, options)
+        for warning in artifact.warnings:
+            _err(f"warning: {warning}")
+        sys.stdout.write(artifact.text)
+        sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Console-script entry point."""
+    command: Callable[..., Any] = typer.main.get_command(app)
+    try:
+        command(args=argv, prog_name="svc2rules", standalone_mode=True)
+    except SystemExit as exc:
+        raise SystemExit(exc.code) from None
+    raise SystemExit(0)

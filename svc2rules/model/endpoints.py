@@ -1,0 +1,76 @@
+"""core/v1 Endpoints (legacy), read the way the EndpointSlice mirroring controller reads it."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field
+
+from svc2rules.model.checks import Problems, dns1035_label, dns1123_label, dns1123_subdomain, ip_address
+from svc2rules.model.checks import port_number as check_port
+from svc2rules.model.meta import KubeModel, KubeObject
+from svc2rules.model.service import PROTOCOLS
+
+SKIP_MIRROR_LABEL = "endpointslice.kubernetes.io/skip-mirror"
+
+
+class EndpointAddress(KubeModel):
+    ip: str
+    hostname: str | None = None
+    node_name: str | None = Field(None, alias="nodeName")
+
+
+class EndpointsPort(KubeModel):
+    name: str = ""
+    port: int
+    protocol: str = "TCP"
+    app_protocol: str | None = Field(None, alias="appProtocol")
+
+
+class EndpointSubset(KubeModel):
+    addresses: list[EndpointAddress] = Field(default_factory=list)
+    not_ready_addresses: list[EndpointAddress] = Field(default_factory=list, alias="notReadyAddresses")
+    ports: list[EndpointsPort] = Field(default_factory=list)
+
+
+class Endpoints(KubeObject):
+    KIND: ClassVar[str] = "Endpoints"
+    API_VERSION: ClassVar[str] = "v1"
+
+    subsets: list[EndpointSubset] = Field(default_factory=list)
+
+    def check_metadata(self, problems: Problems) -> None:
+        super().check_metadata(problems)
+        if self.metadata.name:
+            # Endpoints share their Service's name.
+            dns1035_label(problems, "metadata.name", self.metadata.name)
+
+    def check(self) -> Problems:
+        problems = super().check()
+        for i, subset in enumerate(self.subsets):
+            base = f"subsets[{i}]"
+            for field, addresses in (
+                ("addresses", subset.addresses),
+                ("notReadyAddresses", subset.not_ready_addresses),
+            ):
+                for j, address in enumerate(addresses):
+                    path = f"{base}.{field}[{j}]"
+                    ip_address(problems, f"{path}.ip", address.ip)
+                    if address.hostname is not None:
+                        dns1123_label(problems, f"{path}.hostname", address.hostname)
+                    if address.node_name is not None:
+                        dns1123_subdomain(problems, f"{path}.nodeName", address.node_name)
+            names: set[str] = set()
+            for j, port in enumerate(subset.ports):
+                path = f"{base}.ports[{j}]"
+                if len(subset.ports) > 1 and not port.name:
+                    problems.required(f"{path}.name")
+                if port.name:
+                    dns1123_label(problems, f"{path}.name", port.name)
+                    if port.name in names:
+                        problems.duplicate(f"{path}.name", port.name)
+                    names.add(port.name)
+                check_port(problems, f"{path}.port", port.port)
+                if port.protocol not in PROTOCOLS:
+                    problems.unsupported(f"{path}.protocol", port.protocol, PROTOCOLS)
+        return problems

@@ -1,0 +1,66 @@
+"""Object metadata and the base class of every Kubernetes model."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from svc2rules.model.checks import Problems, dns1123_label
+
+DEFAULT_NAMESPACE = "default"
+
+
+class KubeModel(BaseModel):
+    """Strict like the API server's decoder (no "80" for an int); unknown fields ignored."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True, populate_by_name=True)
+
+
+class ObjectMeta(KubeModel):
+    name: str | None = None
+    namespace: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class KubeObject(KubeModel):
+    """A top-level object: what every supported kind has in common."""
+
+    KIND: ClassVar[str]
+    API_VERSION: ClassVar[str]
+
+    api_version: str = Field(alias="apiVersion")
+    kind: str
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace or DEFAULT_NAMESPACE
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name or ""
+
+    def check_metadata(self, problems: Problems) -> None:
+        if not self.metadata.name:
+            problems.required("metadata.name")
+        if self.metadata.namespace is not None:
+            dns1123_label(problems, "metadata.namespace", self.metadata.namespace)
+
+    def check(self) -> Problems:
+        """Semantic validation beyond types, as the API server would do it."""
+        problems = Problems()
+        self.check_metadata(problems)
+        return problems
+
+
+def object_ref(data: dict[str, Any]) -> str:
+    """Best-effort `namespace/name` of a raw object, for diagnostics before validation."""
+    meta = data.get("metadata")
+    name = namespace = None
+    if isinstance(meta, dict):
+        name = meta.get("name")
+        namespace = meta.get("namespace")
+    ns = namespace if isinstance(namespace, str) and namespace else DEFAULT_NAMESPACE
+    return f"{ns}/{name}" if isinstance(name, str) and name else f"{ns}/<no name>"

@@ -1,0 +1,119 @@
+"""Turn raw objects into validated models, collecting every problem of a run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
+from svc2rules.errors import Diagnostic, quote_value
+from svc2rules.load.parse import RawObject
+from svc2rules.model.endpoints import Endpoints
+from svc2rules.model.endpointslice import EndpointSlice
+from svc2rules.model.meta import KubeObject, object_ref
+from svc2rules.model.service import Service
+
+SUPPORTED: dict[tuple[str, str], type[KubeObject]] = {
+    (model.API_VERSION, model.KIND): model for model in (Service, Endpoints, EndpointSlice)
+}
+
+_TYPE_MESSAGES = {
+    "int_type": "must be an integer",
+    "string_type": "must be a string",
+    "bool_type": "must be a boolean",
+    "list_type": "must be a list",
+    "dict_type": "must be an object",
+    "model_type": "must be an object",
+    "model_attributes_type": "must be an object",
+    "int_from_float": "must be an integer",
+    "float_type": "must be a number",
+}
+
+
+@dataclass
+class ValidatedObjects:
+    """The objects of a run, in input order, plus what was wrong or skipped."""
+
+    objects: list[tuple[str, KubeObject]] = field(default_factory=list)  # (source, object)
+    errors: list[Diagnostic] = field(default_factory=list)
+    warnings: list[Diagnostic] = field(default_factory=list)
+
+
+def validate_objects(raw_objects: Iterable[RawObject]) -> ValidatedObjects:
+    result = ValidatedObjects()
+    seen: dict[tuple[str, str, str], str] = {}
+    for raw in raw_objects:
+        data = raw.data
+        kind = data.get("kind")
+        api_version = data.get("apiVersion")
+        ref = object_ref(data)
+        model = (
+            SUPPORTED.get((api_version, kind))
+            if isinstance(kind, str) and isinstance(api_version, str)
+            else None
+        )
+        if model is None:
+            if not isinstance(kind, str) or not kind:
+                result.errors.append(Diagnostic(raw.source, "Required value", "Object", ref, "kind"))
+            elif not isinstance(api_version, str) or not api_version:
+                result.errors.append(Diagnostic(raw.source, "Required value", kind, ref, "apiVersion"))
+            else:
+                result.warnings.append(
+                    Diagnostic(
+                        raw.source, f"skipped: svc2rules does not read {api_version} {kind}", kind, ref
+                    )
+                )
+            continue
+        try:
+            obj = model.model_validate(data)
+        except ValidationError as exc:
+            for error in exc.errors():
+                result.errors.append(_diagnostic_from_pydantic(raw.source, model.KIND, ref, error))
+            continue
+        problems = obj.check()
+        if problems.items:
+            result.errors.extend(
+                Diagnostic(raw.source, msg, model.KIND, ref, path) for path, msg in problems.items
+            )
+            continue
+        key = (model.KIND, obj.namespace, obj.name)
+        if key in seen:
+            result.errors.append(
+                Diagnostic(
+                    raw.source,
+                    f"Duplicate value: object already defined in {seen[key]}",
+                    model.KIND,
+                    ref,
+                    "metadata.name",
+                )
+            )
+            continue
+        seen[key] = raw.source
+        result.objects.append((raw.source, obj))
+    return result
+
+
+def _diagnostic_from_pydantic(source: str, kind: str, ref: str, error: ErrorDetails) -> Diagnostic:
+    path = format_path(error["loc"])
+    kind_of_error = error["type"]
+    if kind_of_error == "missing":
+        message = "Required value"
+    else:
+        detail = _TYPE_MESSAGES.get(kind_of_error)
+        if detail is None:
+            detail = str(error["msg"]).removeprefix("Value error, ")
+        message = f"Invalid value: {quote_value(error.get('input'))}: {detail}"
+    return Diagnostic(source, message, kind, ref, path)
+
+
+def format_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out

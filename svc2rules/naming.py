@@ -1,0 +1,70 @@
+"""Deterministic names for generated objects.
+
+iptables chain names follow kube-proxy's recipe (base32 of sha256, first 16
+characters) behind our own prefix, so they are stable across runs and never collide
+with a kube-proxy running on the same host. `SVC2R-SEP-` + 16 = 26 characters,
+inside iptables' 28-character limit.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+from svc2rules.ir import Endpoint, ServicePort
+
+IPTABLES_CHAIN_MAX = 28
+DEFAULT_CHAIN_PREFIX = "SVC2R"
+
+
+def _hash16(text: str) -> str:
+    return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:16]
+
+
+def port_proto_hash(service_port_name: str, protocol: str) -> str:
+    """kube-proxy's portProtoHash: `ns/svc:port` + lower-case protocol."""
+    return _hash16(service_port_name + protocol)
+
+
+def endpoint_hash(service_port_name: str, protocol: str, endpoint: str) -> str:
+    """kube-proxy's servicePortEndpointChainName hash input: name + protocol + `ip:port`."""
+    return _hash16(service_port_name + protocol + endpoint)
+
+
+class ChainNames:
+    """Names of the iptables chains for one chain prefix."""
+
+    def __init__(self, prefix: str = DEFAULT_CHAIN_PREFIX) -> None:
+        if not prefix or len(prefix) > 8 or not prefix.replace("-", "").isalnum():
+            raise ValueError(f"chain prefix must be 1-8 letters, digits or '-', got {prefix!r}")
+        self.prefix = prefix
+        self.services = f"{prefix}-SERVICES"
+        self.external_services = f"{prefix}-EXTERNAL-SERVICES"
+        self.node_ports = f"{prefix}-NODEPORTS"
+        self.postrouting = f"{prefix}-POSTROUTING"
+        self.mark_masq = f"{prefix}-MARK-MASQ"
+        self.forward = f"{prefix}-FORWARD"
+        self.proxy_firewall = f"{prefix}-PROXY-FIREWALL"
+        self.firewall = f"{prefix}-FIREWALL"
+
+    def _service_chain(self, kind: str, sp: ServicePort) -> str:
+        return f"{self.prefix}-{kind}-{port_proto_hash(str(sp.key), sp.protocol.keyword)}"
+
+    def cluster_policy(self, sp: ServicePort) -> str:
+        return self._service_chain("SVC", sp)
+
+    def local_policy(self, sp: ServicePort) -> str:
+        return self._service_chain("SVL", sp)
+
+    def external(self, sp: ServicePort) -> str:
+        return self._service_chain("EXT", sp)
+
+    def firewall_chain(self, sp: ServicePort) -> str:
+        return self._service_chain("FW", sp)
+
+    def endpoint(self, sp: ServicePort, ep: Endpoint) -> str:
+        return f"{self.prefix}-SEP-{endpoint_hash(str(sp.key), sp.protocol.keyword, ep.address)}"
+
+    def is_service_chain(self, chain: str) -> bool:
+        """Per-service chains (the ones that come and go with Services)."""
+        return any(chain.startswith(f"{self.prefix}-{k}-") for k in ("SVC", "SVL", "EXT", "FW", "SEP"))
