@@ -1,0 +1,1 @@
+"""Golden files: golden/<case>/ holds an input and the expected output of every backend."""
