@@ -1,0 +1,1 @@
+"""Real-kernel dataplane lab: throw-away network namespaces that prove rules with real packets."""
