@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -220,6 +221,10 @@ def compile_command(
 
 def main(argv: list[str] | None = None) -> NoReturn:
     """Console-script entry point."""
+    # A compilation allocates millions of small objects and frees almost none before
+    # exiting; the cyclic collector would rescan them over and over (3x slower at 10k
+    # Services) while finding nothing to free.
+    gc.disable()
     command: Callable[..., Any] = typer.main.get_command(app)
     try:
         command(args=argv, prog_name="svc2rules", standalone_mode=True)

@@ -18,7 +18,9 @@ DEFAULT_CHAIN_PREFIX = "SVC2R"
 
 
 def _hash16(text: str) -> str:
-    return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:16]
+    # 16 base32 characters are exactly the first 10 bytes of the digest; encoding only
+    # those is the same text at a fraction of the cost.
+    return base64.b32encode(hashlib.sha256(text.encode()).digest()[:10]).decode()
 
 
 def port_proto_hash(service_port_name: str, protocol: str) -> str:

@@ -6,6 +6,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
+from svc2rules.addresses import canonical_ip
 from svc2rules.errors import quote_value
 
 _DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -113,18 +114,18 @@ def port_number(problems: Problems, path: str, value: int) -> bool:
 
 def ip_address(problems: Problems, path: str, value: str, family: str | None = None) -> str | None:
     """Validate an IP address; return its canonical text, or None when invalid."""
-    try:
-        ip = ipaddress.ip_address(value)
-    except ValueError:
+    parsed = canonical_ip(value)
+    if parsed is None:
         problems.invalid(path, value, "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)")
         return None
-    if family is not None and family_of(ip) != family:
+    ip_fam, text = parsed
+    if family is not None and ip_fam != family:
         problems.invalid(path, value, f"must be an {family} address")
         return None
-    if ip.is_unspecified:
+    if text in ("0.0.0.0", "::"):
         problems.invalid(path, value, "may not be unspecified (0.0.0.0 or ::)")
         return None
-    return str(ip)
+    return text
 
 
 def cidr(problems: Problems, path: str, value: str) -> str | None:
@@ -139,12 +140,3 @@ def cidr(problems: Problems, path: str, value: str) -> str | None:
         problems.invalid(path, value, "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)")
         return None
     return str(net)
-
-
-def family_of(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
-    return "IPv4" if ip.version == 4 else "IPv6"
-
-
-def ip_family(value: str) -> str:
-    """Family of an already-validated address or CIDR."""
-    return "IPv6" if ":" in value else "IPv4"

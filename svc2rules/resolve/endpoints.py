@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from svc2rules.addresses import canonical_ip
 from svc2rules.ir import Endpoint, IPFamily, Protocol
 from svc2rules.model.endpoints import SKIP_MIRROR_LABEL, Endpoints
 from svc2rules.model.endpointslice import HEADLESS_LABEL, EndpointSlice
@@ -149,6 +150,7 @@ def endpoints_by_port(
 
 
 def _canonical_ip(text: str) -> str:
-    import ipaddress
-
-    return str(ipaddress.ip_address(text))
+    parsed = canonical_ip(text)
+    if parsed is None:  # validation guarantees this never happens
+        raise ValueError(f"invalid IP {text!r}")
+    return parsed[1]

@@ -6,10 +6,12 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from svc2rules.addresses import canonical_ip, ip_sort_key
 from svc2rules.config import ProxyConfig
 from svc2rules.errors import Diagnostic
 from svc2rules.ir import (
     DnsEndpoint,
+    Endpoint,
     IPFamily,
     Plan,
     PortRecord,
@@ -100,7 +102,10 @@ def _family(ip: str) -> IPFamily:
 
 
 def _canonical(ip: str) -> str:
-    return str(ipaddress.ip_address(ip))
+    parsed = canonical_ip(ip)
+    if parsed is None:  # validation guarantees this never happens
+        raise ValueError(f"invalid IP {ip!r}")
+    return parsed[1]
 
 
 def _service_ports(
@@ -120,59 +125,57 @@ def _service_ports(
     scheduler = svc.metadata.annotations.get(SCHEDULER_ANNOTATION)
     for cluster_ip in svc.all_cluster_ips:
         family = _family(cluster_ip)
-        same_family = [ip for ip in spec.external_ips if _family(ip) == family]
-        family_lb = [ip for ip in lb_ips if _family(ip) == family]
-        ranges = [r.strip() for r in spec.load_balancer_source_ranges if _family(r) == family]
+        external_ips = _sorted_ips(ip for ip in spec.external_ips if _family(ip) == family)
+        lb_family_ips = _sorted_ips(ip for ip in lb_ips if _family(ip) == family)
+        ranges = tuple(
+            sorted(
+                {
+                    str(ipaddress.ip_network(r.strip(), strict=False))
+                    for r in spec.load_balancer_source_ranges
+                    if _family(r) == family
+                },
+                key=_net_sort,
+            )
+        )
         for port in spec.ports:
             protocol = Protocol(port.protocol)
-            key = ServicePortKey(svc.namespace, svc.name, port.name, protocol)
             node_port = (port.node_port or 0) if svc.externally_accessible_type else 0
-            base = ServicePort(
-                key=key,
+            externally_accessible = bool(node_port or external_ips or lb_family_ips)
+            cat = categorize(
+                svc_endpoints.get((port.name, protocol, family), ()),
+                uses_cluster=not internal_local or externally_accessible,
+                uses_local=internal_local or (external_local and externally_accessible),
+                node_name=config.node_name,
+                zone=config.node_zone,
+            )
+            yield ServicePort(
+                key=ServicePortKey(svc.namespace, svc.name, port.name, protocol),
                 family=family,
                 cluster_ip=_canonical(cluster_ip),
                 port=port.port,
                 node_port=node_port,
-                external_ips=tuple(sorted({_canonical(ip) for ip in same_family}, key=_ip_sort)),
-                load_balancer_ips=tuple(sorted({_canonical(ip) for ip in family_lb}, key=_ip_sort)),
-                source_ranges=tuple(
-                    sorted({str(ipaddress.ip_network(r, strict=False)) for r in ranges}, key=_net_sort)
-                ),
+                external_ips=external_ips,
+                load_balancer_ips=lb_family_ips,
+                source_ranges=ranges,
                 affinity_timeout=svc.affinity_timeout,
                 external_policy_local=external_local,
                 internal_policy_local=internal_local,
                 health_check_node_port=health_check,
                 scheduler=scheduler,
+                cluster_endpoints=cat.cluster,
+                local_endpoints=cat.local,
+                reachable_endpoints=cat.reachable,
+                has_endpoints=cat.has_any,
                 source=source,
             )
-            endpoints = svc_endpoints.get((port.name, protocol, family), ())
-            cat = categorize(
-                endpoints,
-                uses_cluster=base.uses_cluster_endpoints,
-                uses_local=base.uses_local_endpoints,
-                node_name=config.node_name,
-                zone=config.node_zone,
-            )
-            yield _replace_endpoints(base, cat.cluster, cat.local, cat.reachable, cat.has_any)
 
 
-def _replace_endpoints(
-    base: ServicePort, cluster: tuple, local: tuple, reachable: tuple, has_any: bool
-) -> ServicePort:
-    from dataclasses import replace
-
-    return replace(
-        base,
-        cluster_endpoints=cluster,
-        local_endpoints=local,
-        reachable_endpoints=reachable,
-        has_endpoints=has_any,
-    )
+def _sorted_ips(ips: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sorted({_canonical(ip) for ip in ips}, key=_ip_sort))
 
 
-def _ip_sort(ip: str) -> tuple[int, int]:
-    addr = ipaddress.ip_address(ip)
-    return (addr.version, int(addr))
+def _ip_sort(ip: str) -> bytes:
+    return ip_sort_key(ip)
 
 
 def _net_sort(net: str) -> tuple[int, int, int]:
@@ -184,7 +187,8 @@ def _record(
     svc: Service, svc_endpoints: dict[PortRef, tuple[Endpoint, ...]], skipped: str | None
 ) -> ServiceRecord:
     dns_eps: dict[str, DnsEndpoint] = {}
-    for eps in svc_endpoints.values():
+    # Only headless Services publish their endpoints in DNS; the rest publish the VIP.
+    for eps in svc_endpoints.values() if svc.is_headless else ():
         for ep in eps:
             if ep.ip not in dns_eps or (ep.ready and not dns_eps[ep.ip].ready):
                 dns_eps[ep.ip] = DnsEndpoint(ep.ip, ep.hostname, ep.ready)

@@ -296,27 +296,29 @@ class _Writer:
                     self.nat.add(fw_chain, text, f"-s {ip}", f"-j {external_chain}")
             self.nat.add(fw_chain, self.c(f"other traffic to {name} will be dropped by {n.proxy_firewall}"))
 
+        ep_chains = {ep.address: n.endpoint(sp, ep) for ep in sp.reachable_endpoints}
         if sp.cluster_endpoints and sp.uses_cluster_endpoints:
             self.nat.chain(cluster_chain)
-            self._endpoint_dispatch(sp, cluster_chain, sp.cluster_endpoints)
+            self._endpoint_dispatch(sp, cluster_chain, sp.cluster_endpoints, ep_chains)
         if sp.local_endpoints and sp.uses_local_endpoints:
             self.nat.chain(local_chain)
-            self._endpoint_dispatch(sp, local_chain, sp.local_endpoints)
+            self._endpoint_dispatch(sp, local_chain, sp.local_endpoints, ep_chains)
 
         for ep in sp.reachable_endpoints:
-            chain = n.endpoint(sp, ep)
+            chain = ep_chains[ep.address]
             self.nat.chain(chain)
             text = self.ec(name)
             self.nat.add(chain, text, f"-s {ep.ip}", f"-j {n.mark_masq}")
             recent = f"-m recent --name {chain} --set" if sp.affinity_timeout else ""
             self.nat.add(chain, text, recent, match, f"-j DNAT --to-destination {ep.address}")
 
-    def _endpoint_dispatch(self, sp: ServicePort, chain: str, endpoints: tuple[Endpoint, ...]) -> None:
-        n = self.names
+    def _endpoint_dispatch(
+        self, sp: ServicePort, chain: str, endpoints: tuple[Endpoint, ...], ep_chains: dict[str, str]
+    ) -> None:
         name = str(sp.key)
         if sp.affinity_timeout:
             for ep in endpoints:
-                ep_chain = n.endpoint(sp, ep)
+                ep_chain = ep_chains[ep.address]
                 self.nat.add(
                     chain,
                     self.ec(name),
@@ -328,7 +330,7 @@ class _Writer:
             stat = (
                 f"-m statistic --mode random --probability {probability(count - i)}" if i < count - 1 else ""
             )
-            self.nat.add(chain, self.ec(f"{name} -> {ep.address}"), stat, f"-j {n.endpoint(sp, ep)}")
+            self.nat.add(chain, self.ec(f"{name} -> {ep.address}"), stat, f"-j {ep_chains[ep.address]}")
 
 
 def _contains(cidr: str, ip: str) -> bool:
