@@ -8,7 +8,7 @@ from pydantic import Field
 
 from svc2rules.model.checks import Problems, dns1035_label, dns1123_label, dns1123_subdomain, ip_address
 from svc2rules.model.checks import port_number as check_port
-from svc2rules.model.meta import KubeModel, KubeObject
+from svc2rules.model.meta import KubeModel, KubeObject, ObjectMeta
 from svc2rules.model.service import PROTOCOLS
 
 SKIP_MIRROR_LABEL = "endpointslice.kubernetes.io/skip-mirror"
@@ -39,11 +39,12 @@ class Endpoints(KubeObject):
 
     subsets: list[EndpointSubset] = Field(default_factory=list)
 
-    def check_metadata(self, problems: Problems) -> None:
-        super().check_metadata(problems)
-        if self.metadata.name:
+    @classmethod
+    def check_metadata(cls, metadata: ObjectMeta, problems: Problems) -> None:
+        super().check_metadata(metadata, problems)
+        if metadata.name:
             # Endpoints share their Service's name.
-            dns1035_label(problems, "metadata.name", self.metadata.name)
+            dns1035_label(problems, "metadata.name", metadata.name)
 
     def check(self) -> Problems:
         problems = super().check()

@@ -7,7 +7,7 @@ from typing import ClassVar
 from pydantic import Field
 
 from svc2rules.model.checks import Problems, dns1123_label, dns1123_subdomain, ip_address, port_number
-from svc2rules.model.meta import KubeModel, KubeObject
+from svc2rules.model.meta import KubeModel, KubeObject, ObjectMeta
 from svc2rules.model.service import PROTOCOLS
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -66,10 +66,11 @@ class EndpointSlice(KubeObject):
     def service_name(self) -> str | None:
         return self.metadata.labels.get(SERVICE_NAME_LABEL)
 
-    def check_metadata(self, problems: Problems) -> None:
-        super().check_metadata(problems)
-        if self.metadata.name:
-            dns1123_subdomain(problems, "metadata.name", self.metadata.name)
+    @classmethod
+    def check_metadata(cls, metadata: ObjectMeta, problems: Problems) -> None:
+        super().check_metadata(metadata, problems)
+        if metadata.name:
+            dns1123_subdomain(problems, "metadata.name", metadata.name)
 
     def check(self) -> Problems:
         problems = super().check()

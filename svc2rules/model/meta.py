@@ -42,16 +42,18 @@ class KubeObject(KubeModel):
     def name(self) -> str:
         return self.metadata.name or ""
 
-    def check_metadata(self, problems: Problems) -> None:
-        if not self.metadata.name:
+    @classmethod
+    def check_metadata(cls, metadata: ObjectMeta, problems: Problems) -> None:
+        """Name rules; a classmethod so they can run even when the rest fails to parse."""
+        if not metadata.name:
             problems.required("metadata.name")
-        if self.metadata.namespace is not None:
-            dns1123_label(problems, "metadata.namespace", self.metadata.namespace)
+        if metadata.namespace is not None:
+            dns1123_label(problems, "metadata.namespace", metadata.namespace)
 
     def check(self) -> Problems:
         """Semantic validation beyond types, as the API server would do it."""
         problems = Problems()
-        self.check_metadata(problems)
+        self.check_metadata(self.metadata, problems)
         return problems
 
 

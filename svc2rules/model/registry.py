@@ -11,9 +11,10 @@ from pydantic_core import ErrorDetails
 
 from svc2rules.errors import Diagnostic, quote_value
 from svc2rules.load.parse import RawObject
+from svc2rules.model.checks import Problems
 from svc2rules.model.endpoints import Endpoints
 from svc2rules.model.endpointslice import EndpointSlice
-from svc2rules.model.meta import KubeObject, object_ref
+from svc2rules.model.meta import KubeObject, ObjectMeta, object_ref
 from svc2rules.model.service import Service
 
 SUPPORTED: dict[tuple[str, str], type[KubeObject]] = {
@@ -70,8 +71,11 @@ def validate_objects(raw_objects: Iterable[RawObject]) -> ValidatedObjects:
         try:
             obj = model.model_validate(data)
         except ValidationError as exc:
-            for error in exc.errors():
-                result.errors.append(_diagnostic_from_pydantic(raw.source, model.KIND, ref, error))
+            type_errors = [
+                _diagnostic_from_pydantic(raw.source, model.KIND, ref, error) for error in exc.errors()
+            ]
+            result.errors.extend(type_errors)
+            result.errors.extend(_other_problems(raw.source, model, ref, data, type_errors))
             continue
         problems = obj.check()
         if problems.items:
@@ -94,6 +98,28 @@ def validate_objects(raw_objects: Iterable[RawObject]) -> ValidatedObjects:
         seen[key] = raw.source
         result.objects.append((raw.source, obj))
     return result
+
+
+def _other_problems(
+    source: str, model: type[KubeObject], ref: str, data: dict[str, Any], type_errors: list[Diagnostic]
+) -> list[Diagnostic]:
+    """Semantic problems of an object that failed strict parsing, so one run reports all.
+
+    A lax parse (which accepts "80" for 80) usually succeeds and lets the API-server
+    rules run; problems at a field that already has a type error are not repeated.
+    """
+    problems = Problems()
+    try:
+        problems = model.model_validate(data, strict=False).check()
+    except ValidationError:
+        try:
+            model.check_metadata(ObjectMeta.model_validate(data.get("metadata") or {}), problems)
+        except ValidationError:
+            return []
+    seen = {d.field for d in type_errors}
+    return [
+        Diagnostic(source, msg, model.KIND, ref, path) for path, msg in problems.items if path not in seen
+    ]
 
 
 def _diagnostic_from_pydantic(source: str, kind: str, ref: str, error: ErrorDetails) -> Diagnostic:

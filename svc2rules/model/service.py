@@ -15,7 +15,7 @@ from svc2rules.model.checks import (
     ip_address,
     port_number,
 )
-from svc2rules.model.meta import KubeModel, KubeObject
+from svc2rules.model.meta import KubeModel, KubeObject, ObjectMeta
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
@@ -126,10 +126,11 @@ class Service(KubeObject):
 
     # -- validation ---------------------------------------------------------------------
 
-    def check_metadata(self, problems: Problems) -> None:
-        super().check_metadata(problems)
-        if self.metadata.name:
-            dns1035_label(problems, "metadata.name", self.metadata.name)
+    @classmethod
+    def check_metadata(cls, metadata: ObjectMeta, problems: Problems) -> None:
+        super().check_metadata(metadata, problems)
+        if metadata.name:
+            dns1035_label(problems, "metadata.name", metadata.name)
 
     def check(self) -> Problems:
         problems = super().check()
@@ -247,7 +248,7 @@ class Service(KubeObject):
                 problems.invalid(
                     "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
                     timeout,
-                    f"must be greater than 0 and less than {MAX_AFFINITY_TIMEOUT}",
+                    f"must be greater than 0 and less than or equal to {MAX_AFFINITY_TIMEOUT}",
                 )
         elif cfg is not None and cfg.client_ip is not None:
             problems.forbidden(
