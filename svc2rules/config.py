@@ -145,7 +145,9 @@ def _from_kube_proxy_config(data: dict[str, Any], source: str) -> dict[str, Any]
     out: dict[str, Any] = {}
 
     def section(name: str) -> dict[str, Any]:
-        value = data.get(name) or {}
+        value = data.get(name)
+        if value is None:
+            return {}
         if not isinstance(value, dict):
             raise fail(name, "must be an object")
         return value

@@ -1,0 +1,170 @@
+"""Validation as strict as the API server's, with one precise line per problem."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from svc2rules.load import RawObject
+from svc2rules.model.registry import validate_objects
+from tests.conftest import endpoint, endpoint_slice, service
+
+
+def problems_of(*objects: dict[str, Any]) -> list[str]:
+    result = validate_objects(RawObject("in.yaml", o) for o in objects)
+    return [str(d) for d in result.errors]
+
+
+def test_valid_objects_have_no_problems() -> None:
+    assert problems_of(service(), endpoint_slice()) == []
+
+
+@pytest.mark.parametrize(
+    ("obj", "expected"),
+    [
+        (service(name="Bad_Name"), 'in.yaml: Service ns1/Bad_Name: metadata.name: Invalid value: "Bad_Name"'),
+        (service(name="1abc"), 'metadata.name: Invalid value: "1abc": a DNS-1035 label'),
+        (service(namespace="NS"), 'metadata.namespace: Invalid value: "NS"'),
+        (service(ports=[{"port": 0}]), "spec.ports[0].port: Invalid value: 0: must be between 1 and 65535"),
+        (service(ports=[{"port": 65536}]), "spec.ports[0].port: Invalid value: 65536"),
+        (service(ports=[{"port": "80"}]), 'spec.ports[0].port: Invalid value: "80": must be an integer'),
+        (
+            service(ports=[{"port": 80, "protocol": "ICMP"}]),
+            'spec.ports[0].protocol: Unsupported value: "ICMP"',
+        ),
+        (service(ports=[{"port": 80, "name": "UPPER"}]), 'spec.ports[0].name: Invalid value: "UPPER"'),
+        (
+            service(ports=[{"port": 80, "name": "a-very-long-port-name"}]),
+            "must be no more than 15 characters",
+        ),
+        (service(ports=[{"port": 80, "targetPort": "a--b"}]), "must not contain consecutive hyphens"),
+        (
+            service(ports=[{"port": 80, "targetPort": 70000}]),
+            "spec.ports[0].targetPort: Invalid value: 70000",
+        ),
+        (service(ports=[{"port": 80}, {"port": 81}]), "spec.ports[0].name: Required value"),
+        (
+            service(ports=[{"port": 80, "name": "a"}, {"port": 80, "name": "b"}]),
+            'spec.ports[1]: Duplicate value: {"port": 80, "protocol": "TCP"}',
+        ),
+        (service(ports=[{"port": 80, "nodePort": 30000}]), "spec.ports[0].nodePort: Forbidden"),
+        (
+            service(type="NodePort", ports=[{"port": 80, "nodePort": 70000}]),
+            "spec.ports[0].nodePort: Invalid value: 70000",
+        ),
+        (service(clusterIP="172.30.0.999"), 'spec.clusterIP: Invalid value: "172.30.0.999"'),
+        (service(clusterIP="01.2.3.4"), 'spec.clusterIP: Invalid value: "01.2.3.4"'),
+        (service(externalIPs=["not-an-ip"]), 'spec.externalIPs[0]: Invalid value: "not-an-ip"'),
+        (service(type="Bogus"), 'spec.type: Unsupported value: "Bogus"'),
+        (
+            service(type="LoadBalancer", loadBalancerSourceRanges=["10.0.0.0/33"]),
+            'spec.loadBalancerSourceRanges[0]: Invalid value: "10.0.0.0/33"',
+        ),
+        (service(loadBalancerSourceRanges=["10.0.0.0/8"]), "spec.loadBalancerSourceRanges: Forbidden"),
+        (
+            service(
+                sessionAffinity="ClientIP", sessionAffinityConfig={"clientIP": {"timeoutSeconds": 86401}}
+            ),
+            "spec.sessionAffinityConfig.clientIP.timeoutSeconds: Invalid value: 86401",
+        ),
+        (
+            service(sessionAffinity="ClientIP", sessionAffinityConfig={"clientIP": {"timeoutSeconds": 0}}),
+            "timeoutSeconds: Invalid value: 0",
+        ),
+        (service(sessionAffinity="Sticky"), 'spec.sessionAffinity: Unsupported value: "Sticky"'),
+        (service(externalTrafficPolicy="Local"), 'spec.externalTrafficPolicy: Invalid value: "Local"'),
+        (service(internalTrafficPolicy="Nearby"), 'spec.internalTrafficPolicy: Unsupported value: "Nearby"'),
+        (service(type="ExternalName", clusterIP=""), "spec.externalName: Required value"),
+        (service(type="NodePort", clusterIP="None"), "may not be set to 'None' for NodePort services"),
+        (
+            service(type="LoadBalancer", status={"loadBalancer": {"ingress": [{"ip": "1.2.3"}]}}),
+            'status.loadBalancer.ingress[0].ip: Invalid value: "1.2.3"',
+        ),
+        (
+            endpoint_slice(endpoints=[endpoint("fd00::1")]),
+            'endpoints[0].addresses[0]: Invalid value: "fd00::1"',
+        ),
+        (
+            endpoint_slice(endpoints=[endpoint("10.0.0.300")]),
+            'endpoints[0].addresses[0]: Invalid value: "10.0.0.300"',
+        ),
+        (endpoint_slice(ports=[{"name": "p", "port": 0}]), "ports[0].port: Invalid value: 0"),
+        (
+            endpoint_slice(ports=[{"name": "p", "protocol": "tcp", "port": 80}]),
+            "ports[0].protocol: Unsupported value",
+        ),
+        (
+            endpoint_slice(ports=[{"name": "p", "port": 80}, {"name": "p", "port": 81}]),
+            'ports[1].name: Duplicate value: "p"',
+        ),
+        (endpoint_slice(address_type="IPv5"), 'addressType: Unsupported value: "IPv5"'),
+        (endpoint_slice(endpoints=[{"addresses": []}]), "endpoints[0].addresses: Required value"),
+    ],
+)
+def test_invalid_field_is_reported_with_its_path_and_value(obj: dict[str, Any], expected: str) -> None:
+    problems = problems_of(obj)
+    assert any(expected in p for p in problems), problems
+
+
+def test_every_problem_of_a_run_is_reported() -> None:
+    bad_service = service(name="Bad", clusterIP="300.0.0.1", ports=[{"port": "80"}, {"port": 70000}])
+    bad_slice = endpoint_slice(endpoints=[endpoint("x")])
+    problems = problems_of(bad_service, bad_slice)
+    joined = "\n".join(problems)
+    for fragment in (
+        "metadata.name",
+        "spec.clusterIP",
+        "spec.ports[0].port",
+        "spec.ports[1].port",
+        "addresses[0]",
+    ):
+        assert fragment in joined
+    assert all("\n" not in p for p in problems)
+
+
+def test_duplicate_object_is_an_error() -> None:
+    problems = problems_of(service(), service(clusterIP="172.30.0.42"))
+    assert problems == [
+        "in.yaml: Service ns1/svc1: metadata.name: Duplicate value: object already defined in in.yaml"
+    ]
+
+
+def test_same_name_different_kind_is_not_a_duplicate() -> None:
+    assert (
+        problems_of(service(), {**endpoint_slice(), "metadata": {"name": "svc1", "namespace": "ns1"}}) == []
+    )
+
+
+def test_unknown_kinds_are_skipped_with_a_warning() -> None:
+    result = validate_objects(
+        [RawObject("x.yaml", {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}})]
+    )
+    assert result.errors == []
+    assert [str(w) for w in result.warnings] == [
+        "x.yaml: Pod default/p: skipped: svc2rules does not read v1 Pod"
+    ]
+
+
+def test_missing_kind_is_an_error() -> None:
+    assert problems_of({"apiVersion": "v1", "metadata": {"name": "x"}}) == [
+        "in.yaml: Object default/x: kind: Required value"
+    ]
+
+
+def test_long_values_are_shortened_in_messages() -> None:
+    problems = problems_of(service(clusterIP="9" * 500))
+    assert len(problems) == 1 and len(problems[0]) < 300 and "..." in problems[0]
+
+
+def test_newlines_in_values_stay_on_one_line() -> None:
+    problems = problems_of(service(name="a\nb"))
+    assert problems and all("\n" not in p for p in problems)
+
+
+def test_defaults_are_applied_to_raw_manifests() -> None:
+    result = validate_objects([RawObject("in.yaml", service(sessionAffinity="ClientIP"))])
+    svc = result.objects[0][1]
+    assert svc.spec.ports[0].protocol == "TCP"  # type: ignore[attr-defined]
+    assert svc.affinity_timeout == 10800  # type: ignore[attr-defined]
+    assert svc.namespace == "ns1"
