@@ -1,0 +1,121 @@
+"""Output depends on the objects, never on their order; a change stays local."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from svc2rules.backends import available_backends
+from svc2rules.config import ProxyConfig
+from svc2rules.ir import IPFamily, Protocol, ServicePort, ServicePortKey
+from svc2rules.naming import ChainNames, endpoint_hash, port_proto_hash
+from tests.golden.cases import GOLDEN_BACKENDS
+from tests.property.helpers import compile_objects, ir_of
+from tests.property.strategies import clusters
+
+BACKENDS = [b for b in available_backends() if b in GOLDEN_BACKENDS]
+
+
+@settings(max_examples=60, deadline=None)
+@given(clusters(), st.randoms(use_true_random=False))
+def test_any_order_of_the_objects_gives_byte_identical_output(
+    objects: list[dict[str, Any]], rnd: Any
+) -> None:
+    shuffled = list(objects)
+    rnd.shuffle(shuffled)
+    assert ir_of(shuffled) == ir_of(objects)
+    for backend in BACKENDS:
+        assert compile_objects(shuffled, backend) == compile_objects(objects, backend)
+
+
+def _service_markers(objects: list[dict[str, Any]], svc: dict[str, Any]) -> set[str]:
+    """Strings that identify lines belonging to one Service: its name and chain hashes."""
+    ns, name = svc["metadata"]["namespace"], svc["metadata"]["name"]
+    markers = {f"{ns}/{name}:", f"{ns}/{name} ", f'{ns}/{name}"'}
+    for port in svc["spec"]["ports"]:
+        key = ServicePortKey(ns, name, port["name"], Protocol(port["protocol"]))
+        sp = ServicePort(key, IPFamily.IPv4, "", 0)
+        markers.add(port_proto_hash(str(key), sp.protocol.keyword))
+        markers.add(f"{ns}/{name}/{port['protocol'].lower()}/{port['name']}")
+        for obj in objects:
+            if (
+                obj["kind"] == "EndpointSlice"
+                and obj["metadata"]["labels"]["kubernetes.io/service-name"] == name
+            ):
+                for ep in obj["endpoints"]:
+                    for slice_port in obj["ports"]:
+                        address = f"{ep['addresses'][0]}:{slice_port['port']}"
+                        markers.add(endpoint_hash(str(key), sp.protocol.keyword, address))
+                        markers.add(address)
+    ChainNames()  # the prefix is fixed; hashes are what identify a service's chains
+    return markers
+
+
+@settings(max_examples=40, deadline=None)
+@given(clusters(max_services=4), st.data())
+def test_changing_one_service_changes_only_its_own_lines(
+    objects: list[dict[str, Any]], data: st.DataObject
+) -> None:
+    services = [o for o in objects if o["kind"] == "Service"]
+    target = data.draw(st.sampled_from(services))
+    changed = copy.deepcopy(objects)
+    changed_svc = next(o for o in changed if o["kind"] == "Service" and o["metadata"] == target["metadata"])
+    mutation = data.draw(st.sampled_from(["affinity", "port", "slice"]))
+    if mutation == "affinity":
+        spec = changed_svc["spec"]
+        if spec.get("sessionAffinity") == "ClientIP":
+            spec.pop("sessionAffinity")
+            spec.pop("sessionAffinityConfig")
+        else:
+            spec["sessionAffinity"] = "ClientIP"
+    elif mutation == "port":
+        changed_svc["spec"]["ports"][0]["port"] = 9999
+    else:
+        changed.append(
+            {
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": f"{target['metadata']['name']}-extra",
+                    "namespace": target["metadata"]["namespace"],
+                    "labels": {"kubernetes.io/service-name": target["metadata"]["name"]},
+                },
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": ["10.250.0.1"], "nodeName": "node1"}],
+                "ports": [
+                    {"name": p["name"], "port": p["targetPort"], "protocol": p["protocol"]}
+                    for p in target["spec"]["ports"]
+                ],
+            }
+        )
+    markers = (
+        _service_markers(objects, target)
+        | _service_markers(changed, changed_svc)
+        | {"10.250.0.1", ":9999", " 9999"}
+    )
+    for backend in BACKENDS:
+        before = compile_objects(objects, backend).splitlines()
+        after = compile_objects(changed, backend).splitlines()
+        for line in difflib.unified_diff(before, after, lineterm="", n=0):
+            if line.startswith(("---", "+++", "@@")):
+                continue
+            assert any(m in line for m in markers), (
+                f"{backend}: a change to {target['metadata']} touched {line!r}"
+            )
+
+
+def test_the_config_is_part_of_the_output() -> None:
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "a", "namespace": "ns1"},
+        "spec": {"clusterIP": "172.30.0.1", "ports": [{"port": 80}]},
+    }
+    other = ProxyConfig(
+        node_name="node1", node_ips=("192.168.0.2",), cluster_cidrs=("10.0.0.0/8",), masquerade_bit=13
+    )
+    assert compile_objects([svc]) != compile_objects([svc], config=other)
