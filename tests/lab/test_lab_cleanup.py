@@ -40,7 +40,18 @@ def test_context_manager_cleans_up_when_body_raises() -> None:
 def _run_victim(tmp_path: Path, mode: str, sig: int | None) -> tuple[int, list[str], str]:
     out = tmp_path / "names.json"
     env = {**os.environ, "S2R_VICTIM_OUT": str(out), "S2R_VICTIM_MODE": mode}
-    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(VICTIM)]
+    # hypothesis is not needed and its plugin import costs seconds.
+    argv = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:hypothesispytest",
+        str(VICTIM),
+    ]
     proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         if sig is not None:

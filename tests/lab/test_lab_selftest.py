@@ -10,7 +10,7 @@ import math
 import pytest
 
 from .lab import Lab
-from .loaders import IptablesLoader, LoadError
+from .loaders import IptablesLoader, LoadError, NftablesLoader
 from .probe import Answered, Dropped, Probe, Proto, Rejected, Sink
 from .topology import EXT_CLIENT, NODE_IP, NODE_PODS_IP, POD_CLIENT
 
@@ -152,3 +152,23 @@ def test_bad_source_address_is_a_test_error(lab: Lab) -> None:
 def test_loader_error_carries_tool_stderr(lab: Lab) -> None:
     with pytest.raises(LoadError, match=r"iptables-restore"):
         lab.load(IPT, "*nat\n-A NOSUCHCHAIN -j ACCEPT\nCOMMIT\n")
+
+
+NFT_DNAT = """
+table ip labt {
+    chain lab_pre { type nat hook prerouting priority dstnat; ip daddr 172.30.0.1 tcp dport 80 dnat to 10.180.0.1:8080; }
+    chain lab_out { type nat hook output priority -100; ip daddr 172.30.0.1 tcp dport 80 dnat to 10.180.0.1:8080; }
+    chain lab_fwd { type filter hook forward priority 0; ip daddr 172.30.0.2 reject; }
+}
+"""
+
+
+def test_nftables_loader(lab: Lab) -> None:
+    lab.add_pods([EP1], [8080])
+    lab.load(NftablesLoader(), NFT_DNAT)
+    results = lab.probe_many([Probe(o, VIP, 80, count=3) for o in ("ext", "pod", "node")])
+    for r in results:
+        assert r.all(Answered) and r.endpoint_set == {f"{EP1}:8080"}, r.summary()
+    assert lab.probe("ext", "172.30.0.2", 80).all(Rejected)
+    with pytest.raises(LoadError, match="nft"):
+        lab.load(NftablesLoader(), "table ip x { chain y { nonsense; } }")

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+
+import pytest
+
 from .agents import encode_answer
+from .loaders import Loader, available_loaders, compiler_supports
 from .probe import Answered, Dropped, Failed, Probe, ProbeResult, Rejected, Sink, parse_answer
 from .topology import NODE_PODS_IP
 
@@ -48,3 +53,14 @@ def test_result_helpers() -> None:
     assert not mixed.all(Answered) and not mixed.masqueraded
     assert mixed.kinds == {"Dropped": 1, "Rejected": 1}
     assert "Dropped=1" in mixed.summary()
+
+
+def test_available_loaders(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("S2R_LAB_BACKENDS", "nftables,iptables")
+    assert [ldr.name for ldr in available_loaders()] == ["nftables", "iptables"]
+    monkeypatch.delenv("S2R_LAB_BACKENDS")
+    names = [ldr.name for ldr in available_loaders()]
+    if shutil.which("iptables-restore"):
+        assert names[0] == "iptables"
+    assert all(isinstance(ldr, Loader) for ldr in available_loaders())
+    assert not compiler_supports("no-such-backend")
