@@ -1,0 +1,470 @@
+"""The default nftables layout: a fixed set of chains and maps, however many Services there are.
+
+kube-proxy's nftables mode gives every service port a chain (plus one per endpoint and an anonymous
+verdict map), and `nft -f` load time follows the number of chains and sets, not of elements. Here
+every per-Service fact is a map or set *element*; the chains only express the handful of behaviours
+kube-proxy has, once:
+
+* `services` (nat prerouting/output) dispatches the first packet with one verdict-map lookup keyed
+  `ip daddr . meta l4proto . th dport` (`service-ips`), then NodePorts keyed `meta l4proto . th dport`
+  on node addresses (`service-nodeports`). Each element jumps to one *kind* chain: `cluster-ip`,
+  `external`, `external-local` (eTP Local), `firewall`/`firewall-local` (loadBalancerSourceRanges),
+  `nodeport`, `nodeport-local`. A kind chain marks for masquerade as kube-proxy's SVC/EXT chains do,
+  then picks the endpoint pool of its frontend through a second verdict map (`*-pools`).
+* Endpoint pools are grouped by size N: chain `<space>-pool-N` does one
+  `dnat ip to <frontend> . numgen random mod N map @<space>-endpoints-N`, so N endpoints are
+  picked uniformly (kube-proxy's 1/(n-i) chain). Spaces: `service` (frontend = address . proto .
+  port), `nodeport` (frontend = proto . port), and their `-shortcut` twins holding the Cluster
+  endpoints that pods and the node itself use for eTP Local frontends.
+* Hairpin: one set of `endpoint . endpoint` pairs, checked after DNAT in nat postrouting.
+* Session affinity: one dynamic map `client . frontend -> endpoint` with per-element timeouts; the
+  kind chains try it before the random pick, and right after DNAT (`affinity-record`, filter at
+  dstnat+1) each new connection refreshes it through one chain per distinct timeout.
+* REJECT (no endpoints) / DROP (no usable local endpoints) and the LoadBalancer firewall are filter
+  verdict maps and sets keyed like iptables' filter rules, hooked where kube-proxy's iptables mode
+  hooks them.
+
+Differences from iptables mode, all inherent to keeping per-Service facts out of the rule path:
+affinity is remembered per frontend (a client's ClusterIP and NodePort choices are independent;
+iptables shares them through per-endpoint `recent` lists), and reloading the table forgets it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from svc2rules.backends.nftables.objects import Chain, Collection, Hook, Table
+from svc2rules.backends.nftables.text import ip_key, net_key
+from svc2rules.ir import Endpoint, Plan, ServicePort
+
+FRONTEND = "ipv4_addr . inet_proto . inet_service"
+NODEPORT = "inet_proto . inet_service"
+FRONTEND_EXPR = "ip daddr . meta l4proto . th dport"
+NODEPORT_EXPR = "meta l4proto . th dport"
+# nft 1.0.6 only types `ct original proto-dst` (and so accepts it in a concatenation) once the rule
+# has established which transport protocols it deals with.
+PORTED = "meta l4proto { tcp, udp, sctp }"
+AFFINITY_MAP_SIZE = 1048576
+
+# Priorities, the same as the iptables tables kube-proxy's iptables mode uses, so every verdict sees
+# the packet exactly as there: nat at dstnat/srcnat, filter at 0 (after DNAT: REJECT/DROP rules match
+# untranslated destinations only, as iptables' filter rules do).
+NAT_PREROUTING = Hook("nat", "prerouting", -100, "dstnat: iptables' nat PREROUTING, after conntrack")
+NAT_OUTPUT = Hook("nat", "output", -100, "dstnat: iptables' nat OUTPUT, for node-originated traffic")
+NAT_POSTROUTING = Hook("nat", "postrouting", 100, "srcnat: iptables' nat POSTROUTING, masquerade")
+FILTER_INPUT = Hook("filter", "input", 0, "iptables' filter INPUT: after DNAT")
+FILTER_FORWARD = Hook("filter", "forward", 0, "iptables' filter FORWARD: after DNAT")
+FILTER_OUTPUT = Hook("filter", "output", 0, "iptables' filter OUTPUT: after nat OUTPUT (-100)")
+AFFINITY_PREROUTING = Hook(
+    "filter", "prerouting", -99, "dstnat+1: sees the DNATed first packet, records the chosen endpoint"
+)
+AFFINITY_OUTPUT = Hook("filter", "output", -99, "dstnat+1: same, for node-originated connections")
+
+
+@dataclass
+class _Space:
+    """Endpoint pools reached through one kind of frontend key."""
+
+    name: str  # service | service-shortcut | nodeport | nodeport-shortcut
+    key_type: str
+    key_expr: str
+    selector: Collection
+    maps: dict[int, Collection] = field(default_factory=dict)
+
+    def pool(self, n: int) -> Collection:
+        if n not in self.maps:
+            self.maps[n] = Collection(
+                "map",
+                f"{self.name}-endpoints-{n}",
+                (f"typeof {self.key_expr} . numgen random mod {n} : ip daddr . th dport",),
+                f"{self.name} frontends with {n} endpoint(s): frontend . index -> endpoint",
+            )
+        return self.maps[n]
+
+    def chains(self) -> list[Chain]:
+        out = []
+        for n in sorted(self.maps):
+            chain = Chain(f"{self.name}-pool-{n}", f"pick one of {n} endpoint(s) uniformly")
+            chain.add(f"dnat ip to {self.key_expr} . numgen random mod {n} map @{self.name}-endpoints-{n}")
+            out.append(chain)
+        return out
+
+
+class GroupedLayout:
+    """Plan (IPv4 service ports) -> Table, with a number of objects independent of the Services."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        ports: tuple[ServicePort, ...],
+        table: Table,
+        *,
+        element_comments: bool,
+        rule_comments: bool,
+        hooks: bool,
+    ) -> None:
+        config = plan.config
+        self.ports = ports
+        self.table = table
+        self.element_comments = element_comments
+        self.rule_comments = rule_comments
+        self.hooks = hooks
+        self.cluster_cidr = config.cluster_cidr("IPv4")
+        self.masquerade_all = config.masquerade_all
+        self.mark = config.masquerade_mark
+        self.node_ip = config.node_ip("IPv4")
+        self.node_port_ips = config.node_port_ips("IPv4")
+        self.tcp_be_liberal = config.conntrack_tcp_be_liberal
+        self.affinity = any(sp.affinity_timeout for sp in ports)
+        self.warnings: list[str] = []
+
+        def vmap(name: str, key: str, text: str) -> Collection:
+            return Collection("map", name, (f"type {key} : verdict",), text)
+
+        self.service_ips = vmap(
+            "service-ips", FRONTEND, "ClusterIP, external IP and load-balancer IP dispatch"
+        )
+        self.service_nodeports = vmap("service-nodeports", NODEPORT, "NodePort dispatch")
+        self.no_endpoint_cluster_ips = vmap(
+            "no-endpoint-cluster-ips", FRONTEND, "ClusterIPs without usable endpoints: reject or drop"
+        )
+        self.no_endpoint_external_ips = vmap(
+            "no-endpoint-external-ips", FRONTEND, "external and load-balancer IPs without usable endpoints"
+        )
+        self.no_endpoint_nodeports = vmap(
+            "no-endpoint-nodeports", NODEPORT, "NodePorts without usable endpoints: reject or drop"
+        )
+        self.firewall_ips = Collection(
+            "set", "firewall-ips", (f"type {FRONTEND}",), "load-balancer IPs with loadBalancerSourceRanges"
+        )
+        self.firewall_allow = Collection(
+            "set",
+            "firewall-allow",
+            (f"type {FRONTEND} . ipv4_addr", "flags interval"),
+            "load-balancer IP . proto . port . allowed source range",
+        )
+        self.hairpin = Collection(
+            "set",
+            "hairpin",
+            ("type ipv4_addr . ipv4_addr",),
+            "endpoint . endpoint: masquerade hairpin traffic",
+        )
+        self.nodeport_ips = Collection("set", "nodeport-ips", ("type ipv4_addr",), "nodePortAddresses")
+        self.affinity_map = Collection(
+            "map",
+            "affinity",
+            (
+                f"type ipv4_addr . {FRONTEND} : ipv4_addr . inet_service",
+                "flags dynamic, timeout",
+                f"size {AFFINITY_MAP_SIZE}",
+            ),
+            "sessionAffinity ClientIP: client . frontend -> endpoint",
+        )
+        self.affinity_services = vmap(
+            "affinity-services",
+            f"{FRONTEND} . ipv4_addr . inet_service",
+            "frontend . endpoint of ClientIP-affinity services -> timeout chain",
+        )
+        self.affinity_nodeports = vmap(
+            "affinity-nodeports",
+            f"{NODEPORT} . ipv4_addr . inet_service",
+            "NodePort . endpoint of ClientIP-affinity services -> timeout chain",
+        )
+        self.affinity_timeouts: set[int] = set()
+        self.spaces = {
+            name: _Space(name, key_type, key_expr, vmap(f"{name}-pools", key_type, text))
+            for name, key_type, key_expr, text in (
+                ("service", FRONTEND, FRONTEND_EXPR, "frontend -> its endpoint pool"),
+                ("service-shortcut", FRONTEND, FRONTEND_EXPR, "eTP Local frontend -> Cluster endpoints"),
+                ("nodeport", NODEPORT, NODEPORT_EXPR, "NodePort -> its endpoint pool"),
+                ("nodeport-shortcut", NODEPORT, NODEPORT_EXPR, "eTP Local NodePort -> Cluster endpoints"),
+            )
+        }
+
+    # -- per service port ----------------------------------------------------------------------
+
+    def build(self) -> list[str]:
+        for sp in self.ports:
+            self._service_port(sp)
+        self._assemble()
+        return self.warnings
+
+    def _comment(self, sp: ServicePort) -> str:
+        return str(sp.key) if self.element_comments else ""
+
+    def _claim(self, target: Collection, key: str, sort: object, value: str, sp: ServicePort) -> bool:
+        if target.add(key, sort, value, self._comment(sp)):
+            return True
+        self.warnings.append(f"{sp.key}: {target.name} already has {key}; the first service port keeps it")
+        return False
+
+    def _service_port(self, sp: ServicePort) -> None:
+        proto = sp.protocol.keyword
+        no_endpoints = "drop" if sp.has_endpoints else "goto reject-chain"
+        comment = self._comment(sp)
+
+        key, sort = self._frontend(sp.cluster_ip, proto, sp.port)
+        if sp.has_internal_endpoints:
+            if self._claim(self.service_ips, key, sort, "jump cluster-ip", sp):
+                self._pool("service", key, sort, sp.internal_endpoints, sp)
+        else:
+            self.no_endpoint_cluster_ips.add(key, sort, no_endpoints, comment)
+
+        local = sp.external_policy_local
+        external = "external-local" if local else "external"
+        for ip in sp.external_ips:
+            key, sort = self._frontend(ip, proto, sp.port)
+            if sp.has_endpoints and self._claim(self.service_ips, key, sort, f"jump {external}", sp):
+                self._external_pools("service", key, sort, sp)
+            if not sp.has_external_endpoints:
+                self.no_endpoint_external_ips.add(key, sort, no_endpoints, comment)
+
+        lb_kind = ("firewall-local" if local else "firewall") if sp.uses_firewall else external
+        for ip in sp.load_balancer_ips:
+            key, sort = self._frontend(ip, proto, sp.port)
+            if sp.has_endpoints and self._claim(self.service_ips, key, sort, f"jump {lb_kind}", sp):
+                self._external_pools("service", key, sort, sp)
+                if sp.uses_firewall:
+                    self._firewall(sp, key, sort)
+            if sp.uses_firewall:
+                self.firewall_ips.add(key, sort, None, comment)
+            if not sp.has_external_endpoints:
+                self.no_endpoint_external_ips.add(key, sort, no_endpoints, comment)
+
+        if sp.node_port:
+            np_key, np_sort = f"{proto} . {sp.node_port}", (proto, sp.node_port)
+            kind = "nodeport-local" if local else "nodeport"
+            if sp.has_endpoints and self._claim(self.service_nodeports, np_key, np_sort, f"jump {kind}", sp):
+                self._external_pools("nodeport", np_key, np_sort, sp)
+            if not sp.has_external_endpoints:
+                self.no_endpoint_nodeports.add(np_key, np_sort, no_endpoints, comment)
+
+        for ep in sp.reachable_endpoints:
+            self.hairpin.add(f"{ep.ip} . {ep.ip}", ip_key(ep.ip))
+
+    @staticmethod
+    def _frontend(ip: str, proto: str, port: int) -> tuple[str, tuple[bytes, str, int]]:
+        return f"{ip} . {proto} . {port}", (ip_key(ip), proto, port)
+
+    def _external_pools(self, space: str, key: str, sort: object, sp: ServicePort) -> None:
+        if sp.has_external_endpoints:
+            self._pool(space, key, sort, sp.external_endpoints, sp)
+        if sp.external_policy_local:
+            # Pods and the node itself are short-circuited to the Cluster endpoints (kube-proxy's
+            # EXT chain: `-s podCIDR -j SVC`, `--src-type LOCAL -j SVC`).
+            self._pool(f"{space}-shortcut", key, sort, sp.cluster_endpoints, sp)
+
+    def _pool(
+        self, space_name: str, key: str, sort: object, endpoints: tuple[Endpoint, ...], sp: ServicePort
+    ) -> None:
+        n = len(endpoints)
+        if n == 0:
+            return
+        space = self.spaces[space_name]
+        comment = self._comment(sp)
+        space.selector.add(key, sort, f"goto {space_name}-pool-{n}", comment)
+        pool = space.pool(n)
+        for i, ep in enumerate(endpoints):
+            pool.add(f"{key} . {i}", (sort, i), f"{ep.ip} . {ep.port}", comment)
+        if sp.affinity_timeout:
+            timeout = sp.affinity_timeout
+            self.affinity_timeouts.add(timeout)
+            record = self.affinity_nodeports if space_name.startswith("nodeport") else self.affinity_services
+            for ep in endpoints:
+                record.add(
+                    f"{key} . {ep.ip} . {ep.port}",
+                    (sort, ip_key(ep.ip), ep.port),
+                    f"goto affinity-record-{timeout}",
+                    comment,
+                )
+
+    def _firewall(self, sp: ServicePort, key: str, sort: object) -> None:
+        ranges = [ipaddress.ip_network(r, strict=False) for r in sp.source_ranges]
+        if self.node_ip is not None and any(ipaddress.ip_address(self.node_ip) in r for r in ranges):
+            # A VIP-like load balancer routes node-to-VIP traffic back with the VIP as source.
+            ranges += [ipaddress.ip_network(ip) for ip in sp.load_balancer_ips]
+        v4 = [r for r in ranges if isinstance(r, ipaddress.IPv4Network)]
+        # Interval elements of one key must not overlap: merge them as iptables' rule list would match.
+        for net in ipaddress.collapse_addresses(v4):
+            text = str(net) if net.prefixlen < 32 else str(net.network_address)
+            self.firewall_allow.add(f"{key} . {text}", (sort, net_key(str(net))), None, self._comment(sp))
+
+    # -- fixed part ------------------------------------------------------------------------------
+
+    def _rule_comment(self, text: str) -> str:
+        return text if self.rule_comments else ""
+
+    def _hooked(self, name: str, hook: Hook, comment: str) -> Chain:
+        return Chain(name, comment, hook if self.hooks else None)
+
+    def _assemble(self) -> None:
+        t = self.table
+        rc = self._rule_comment
+        affinity_check = "dnat ip to ip saddr . ip daddr . meta l4proto . th dport map @affinity"
+
+        for c in (
+            self.service_ips,
+            self.service_nodeports,
+            *(s.selector for s in self.spaces.values()),
+        ):
+            t.collection(c)
+        for space in self.spaces.values():
+            for n in sorted(space.maps):
+                t.collection(space.maps[n])
+        t.collection(self.hairpin)
+        if self.node_port_ips:
+            for ip in self.node_port_ips:
+                if not ipaddress.ip_address(ip).is_loopback:
+                    self.nodeport_ips.add(ip, ip_key(ip))
+            t.collection(self.nodeport_ips)
+        if self.affinity:
+            for c in (self.affinity_map, self.affinity_services, self.affinity_nodeports):
+                t.collection(c)
+        for c in (
+            self.no_endpoint_cluster_ips,
+            self.no_endpoint_external_ips,
+            self.no_endpoint_nodeports,
+            self.firewall_ips,
+            self.firewall_allow,
+        ):
+            t.collection(c)
+
+        # nat: dispatch
+        chain = t.chain(
+            self._hooked("nat-prerouting", NAT_PREROUTING, "service dispatch for arriving traffic")
+        )
+        chain.add("jump services")
+        chain = t.chain(
+            self._hooked("nat-output", NAT_OUTPUT, "service dispatch for node-originated traffic")
+        )
+        chain.add("jump services")
+        chain = t.chain(self._hooked("nat-postrouting", NAT_POSTROUTING, "masquerade marked traffic"))
+        chain.add(
+            "ct status dnat ip saddr . ip daddr @hairpin jump mark-for-masquerade",
+            rc("hairpin: an endpoint reaching itself through a service"),
+        )
+        chain.add("jump masquerading")
+
+        services = t.chain(Chain("services", "first packet of a connection: one lookup per kind of frontend"))
+        # `jump` (not goto) so that, as in iptables' KUBE-SERVICES, a frontend that does not DNAT falls
+        # through to the NodePort rule.
+        services.add(f"{FRONTEND_EXPR} vmap @service-ips")
+        if self.node_port_ips is None:
+            services.add(
+                f"fib daddr type local ip daddr != 127.0.0.0/8 {NODEPORT_EXPR} vmap @service-nodeports",
+                rc("NodePorts on every local address except loopback"),
+            )
+        elif len(self.nodeport_ips):
+            services.add(
+                f"ip daddr @nodeport-ips {NODEPORT_EXPR} vmap @service-nodeports", rc("nodePortAddresses")
+            )
+
+        chain = t.chain(Chain("mark-for-masquerade"))
+        chain.add(f"meta mark set meta mark | {self.mark}")
+        chain = t.chain(Chain("masquerading"))
+        chain.add(f"meta mark & {self.mark} == 0 return")
+        # Clear the mark so a packet that re-traverses the stack is not masqueraded twice.
+        chain.add(f"meta mark set meta mark ^ {self.mark}")
+        chain.add("masquerade fully-random")
+
+        # nat: one chain per kind of frontend
+        check = [affinity_check] if self.affinity else []
+        chain = t.chain(Chain("cluster-ip", "ClusterIP with usable endpoints"))
+        if self.masquerade_all:
+            chain.add("jump mark-for-masquerade", rc("masqueradeAll"))
+        elif self.cluster_cidr:
+            chain.add(
+                f"ip saddr != {self.cluster_cidr} jump mark-for-masquerade",
+                rc("masquerade traffic from outside the cluster CIDR"),
+            )
+        for rule in check:
+            chain.add(rule)
+        chain.add(f"{FRONTEND_EXPR} vmap @service-pools")
+
+        for prefix, key_expr in (("external", FRONTEND_EXPR), ("nodeport", NODEPORT_EXPR)):
+            pools = "service" if prefix == "external" else "nodeport"
+            chain = t.chain(Chain(prefix, f"{prefix} frontend, externalTrafficPolicy Cluster"))
+            chain.add("jump mark-for-masquerade")
+            for rule in check:
+                chain.add(rule)
+            chain.add(f"{key_expr} vmap @{pools}-pools")
+
+            chain = t.chain(Chain(f"{prefix}-local", f"{prefix} frontend, externalTrafficPolicy Local"))
+            if self.cluster_cidr:
+                chain.add(
+                    f"ip saddr {self.cluster_cidr} goto {prefix}-shortcut",
+                    rc("pods use the Cluster endpoints, as if via a load balancer"),
+                )
+            chain.add(
+                "fib saddr type local jump mark-for-masquerade", rc("masquerade node-originated traffic")
+            )
+            chain.add(
+                f"fib saddr type local goto {prefix}-shortcut", rc("the node uses the Cluster endpoints")
+            )
+            for rule in check:
+                chain.add(rule)
+            chain.add(f"{key_expr} vmap @{pools}-pools")
+
+            chain = t.chain(
+                Chain(f"{prefix}-shortcut", "Cluster endpoints for pods and the node (eTP Local)")
+            )
+            for rule in check:
+                chain.add(rule)
+            chain.add(f"{key_expr} vmap @{pools}-shortcut-pools")
+
+        for kind in ("firewall", "firewall-local"):
+            target = "external-local" if kind.endswith("local") else "external"
+            chain = t.chain(Chain(kind, "loadBalancerSourceRanges; other sources are dropped in lb-firewall"))
+            chain.add(f"{FRONTEND_EXPR} . ip saddr @firewall-allow goto {target}")
+
+        for space in self.spaces.values():
+            for pool_chain in space.chains():
+                t.chain(pool_chain)
+
+        # affinity
+        if self.affinity:
+            for hook, name in (
+                (AFFINITY_PREROUTING, "affinity-prerouting"),
+                (AFFINITY_OUTPUT, "affinity-output"),
+            ):
+                chain = t.chain(self._hooked(name, hook, "remember the endpoint of new affinity connections"))
+                chain.add("ct state new ct status dnat jump affinity-record")
+            chain = t.chain(Chain("affinity-record"))
+            chain.add(
+                f"{PORTED} ct original ip daddr . meta l4proto . ct original proto-dst . ip daddr . th dport"
+                " vmap @affinity-services"
+            )
+            chain.add(
+                f"{PORTED} meta l4proto . ct original proto-dst . ip daddr . th dport vmap @affinity-nodeports"
+            )
+            for timeout in sorted(self.affinity_timeouts):
+                chain = t.chain(Chain(f"affinity-record-{timeout}", f"timeoutSeconds {timeout}"))
+                chain.add(
+                    f"{PORTED} update @affinity {{ ip saddr . ct original ip daddr . meta l4proto . "
+                    f"ct original proto-dst timeout {timeout}s : ip daddr . th dport }}"
+                )
+
+        # filter: REJECT / DROP / firewall, hooked like kube-proxy's iptables jumps
+        chain = t.chain(self._hooked("filter-input", FILTER_INPUT, "verdicts for traffic to this node"))
+        chain.add("ct state new jump lb-firewall")
+        chain.add("ct state new jump external-services")
+        chain = t.chain(self._hooked("filter-forward", FILTER_FORWARD, "verdicts for forwarded traffic"))
+        chain.add("ct state new jump lb-firewall")
+        if not self.tcp_be_liberal:
+            chain.add("ct state invalid drop", rc("out-of-window packets would otherwise be reset"))
+        chain.add("ct state new jump cluster-services")
+        chain.add("ct state new jump external-services")
+        chain = t.chain(self._hooked("filter-output", FILTER_OUTPUT, "verdicts for node-originated traffic"))
+        chain.add("ct state new jump lb-firewall")
+        chain.add("ct state new jump cluster-services")
+
+        chain = t.chain(Chain("cluster-services"))
+        chain.add(f"{FRONTEND_EXPR} vmap @no-endpoint-cluster-ips")
+        chain = t.chain(Chain("external-services"))
+        chain.add(f"{FRONTEND_EXPR} vmap @no-endpoint-external-ips")
+        chain.add(f"fib daddr type local {NODEPORT_EXPR} vmap @no-endpoint-nodeports")
+        chain = t.chain(Chain("lb-firewall", "load-balancer traffic not accepted by its source ranges"))
+        chain.add(f"{FRONTEND_EXPR} @firewall-ips drop")
+        chain = t.chain(Chain("reject-chain"))
+        chain.add("reject")

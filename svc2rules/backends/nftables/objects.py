@@ -1,0 +1,91 @@
+"""A small model of one nftables table: sets/maps with their elements, and chains with their rules.
+
+The renderer fills these; the template only prints them. Elements are kept as text plus a sort
+key, so the printed order depends on the elements themselves and never on the input order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from svc2rules.backends.nftables.text import quote_comment
+
+
+@dataclass(frozen=True, slots=True)
+class Hook:
+    """What makes a chain a base chain. `why` says why it sits at this priority."""
+
+    type: str  # filter | nat
+    hook: str  # prerouting | input | forward | output | postrouting
+    priority: int
+    why: str
+
+    @property
+    def spec(self) -> str:
+        return f"type {self.type} hook {self.hook} priority {self.priority}; policy accept;"
+
+
+@dataclass
+class Chain:
+    name: str
+    comment: str = ""
+    hook: Hook | None = None
+    rules: list[str] = field(default_factory=list)
+
+    def add(self, rule: str, comment: str = "") -> None:
+        self.rules.append(f"{rule} comment {quote_comment(comment)}" if comment else rule)
+
+
+@dataclass
+class Collection:
+    """A named set (`kind` "set") or map (`kind` "map").
+
+    Keys are unique: the first element added for a key wins and later ones are reported, which is
+    exactly how the first matching rule of a kube-proxy chain wins over later duplicates.
+    """
+
+    kind: str
+    name: str
+    declaration: tuple[str, ...]  # e.g. ("type ipv4_addr . inet_service : verdict", "flags interval")
+    comment: str = ""
+    _elements: dict[str, tuple[Any, str]] = field(default_factory=dict)
+
+    def add(self, key: str, sort_key: Any, value: str | None = None, comment: str = "") -> bool:
+        """Add `key [comment] [: value]`; return False (and add nothing) when the key exists."""
+        if key in self._elements:
+            return False
+        text = key
+        if comment:
+            text += f" comment {quote_comment(comment)}"
+        if value is not None:
+            text += f" : {value}"
+        self._elements[key] = (sort_key, text)
+        return True
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._elements
+
+    def __len__(self) -> int:
+        return len(self._elements)
+
+    @property
+    def elements(self) -> list[str]:
+        return [text for _, text in sorted(self._elements.values(), key=lambda item: item[0])]
+
+
+@dataclass
+class Table:
+    family: str
+    name: str
+    comment: str
+    collections: list[Collection] = field(default_factory=list)
+    chains: list[Chain] = field(default_factory=list)
+
+    def collection(self, collection: Collection) -> Collection:
+        self.collections.append(collection)
+        return collection
+
+    def chain(self, chain: Chain) -> Chain:
+        self.chains.append(chain)
+        return chain
