@@ -206,12 +206,18 @@ def test_serving_terminating_fallback(lab: Lab, backend: Loader) -> None:
 
 def test_no_endpoints_rejects_tcp_and_udp(lab: Lab, backend: Loader) -> None:
     lab.add_pods(POD[:1], [8080, 5353])
+    two_ports = [port("http", 80, 8080, node_port=30110), port("dns", 53, 5353, "UDP", node_port=30111)]
     deploy(
         lab,
         backend,
-        # No slice at all ...
+        # No slice at all, on every kind of address a service has ...
         service(
-            "empty", cluster_ip="172.30.0.15", ports=[port("http", 80, 8080), port("dns", 53, 5353, "UDP")]
+            "empty",
+            type="LoadBalancer",
+            cluster_ip="172.30.0.15",
+            external_ips=["192.168.99.15"],
+            lb_ips=["1.2.3.4"],
+            ports=two_ports,
         ),
         # ... and a slice whose only endpoint is neither ready nor serving.
         service(
@@ -227,6 +233,16 @@ def test_no_endpoints_rejects_tcp_and_udp(lab: Lab, backend: Loader) -> None:
         for vip in ("172.30.0.15", "172.30.0.16")
         for p, proto in TCP80_UDP53
     ]
+    # External IPs and LB IPs only from ext and pods: for node-originated traffic kube-proxy's two
+    # modes differ (iptables rejects in KUBE-EXTERNAL-SERVICES, hooked to INPUT/FORWARD only, so the
+    # packet leaves the node; nftables also checks it in filter-output).
+    probes += [
+        Probe(o, vip, p, proto, count=5)
+        for o in ("ext", "pod")
+        for vip in ("192.168.99.15", "1.2.3.4")
+        for p, proto in TCP80_UDP53
+    ]
+    probes += [Probe("ext", NODE_IP, 30110, "tcp", count=5), Probe("ext", NODE_IP, 30111, "udp", count=5)]
     for r in lab.probe_many(probes):
         # From the node, a UDP REJECT in OUTPUT surfaces as EPERM: still Rejected, never Dropped.
         assert r.all(Rejected), r.summary()
@@ -245,22 +261,46 @@ def test_node_port(lab: Lab, backend: Loader) -> None:
         ),
         endpoint_slice("np", [Ep(POD[0]), Ep(POD[1], local=False)], [("http", 8080)]),
     )
-    ext, node, localhost, pod, other_port, not_node = lab.probe_many(
+    ext, node, node_other_ip, pod, other_port, not_node = lab.probe_many(
         [
             Probe("ext", NODE_IP, 30080, count=60),
             Probe("node", NODE_IP, 30080, count=60),
-            Probe("node", "127.0.0.1", 30080, src="127.0.0.1", count=60),
+            Probe("node", NODE_PODS_IP, 30080, count=20),  # any local address, not just --node-ip
             Probe("pod", NODE_IP, 30080, count=60),
             Probe("ext", NODE_IP, 30081),
             Probe("ext", "192.168.99.50", 30080),  # a NodePort only exists on node addresses
         ]
     )
-    for r in (ext, node, localhost, pod):
+    for r in (ext, node, node_other_ip, pod):
         assert r.all(Answered) and r.endpoint_set == eps(POD[:2], 8080), r.summary()
     # externalTrafficPolicy Cluster: external and node-local sources are masqueraded.
-    assert ext.masqueraded and localhost.masqueraded and node.masqueraded, (ext, localhost, node)
+    assert ext.masqueraded and node.masqueraded, (ext, node)
     assert other_port.outcomes == [Sink(host="node")], other_port.summary()
     assert not_node.outcomes == [Sink(host="sink")], not_node.summary()
+
+
+#: Backends for which kube-proxy serves NodePorts on 127.0.0.1 (iptables mode's localhostNodePorts,
+#: default true); its nftables and IPVS modes do not.
+LOCALHOST_NODEPORT_BACKENDS = {"iptables"}
+
+
+def test_localhost_node_port(lab: Lab, backend: Loader) -> None:
+    lab.add_pods(POD[:2], [8080])
+    deploy(
+        lab,
+        backend,
+        service(
+            "lnp", type="NodePort", cluster_ip="172.30.0.23", ports=[port("http", 80, 8080, node_port=30082)]
+        ),
+        endpoint_slice("lnp", [Ep(POD[0]), Ep(POD[1], local=False)], [("http", 8080)]),
+    )
+    r = lab.probe("node", "127.0.0.1", 30082, src="127.0.0.1", count=60)
+    if backend.name in LOCALHOST_NODEPORT_BACKENDS:
+        # Only works with route_localnet, and only if the source is masqueraded off 127.0.0.1.
+        assert r.all(Answered) and r.endpoint_set == eps(POD[:2], 8080), r.summary()
+        assert r.masqueraded and r.saw_sources != {"127.0.0.1"}, r.summary()
+    else:
+        assert r.all(Sink), r.summary()
 
 
 def test_external_ips(lab: Lab, backend: Loader) -> None:
