@@ -86,7 +86,31 @@ def compile_manifest(
     masquerade_all: bool = False,
     extra_args: tuple[str, ...] = (),
 ) -> str:
-    """Compile a manifest (YAML text) with ``svc2rules compile`` and return the rules text."""
+    """Compile a manifest (YAML text) with ``svc2rules compile`` and return the rules text.
+
+    Results are memoised per process: the CLI costs ~0.5 s of CPU per run, and the mutation checks
+    recompile the scenarios' manifests verbatim.
+    """
+    key = (backend, manifest, node_name, node_ip, cluster_cidr, masquerade_all, extra_args)
+    if key not in _compiled:
+        _compiled[key] = _run_compiler(
+            backend, manifest, node_name, node_ip, cluster_cidr, masquerade_all, extra_args
+        )
+    return _compiled[key]
+
+
+_compiled: dict[tuple[str, str, str, str, str, bool, tuple[str, ...]], str] = {}
+
+
+def _run_compiler(
+    backend: str,
+    manifest: str,
+    node_name: str,
+    node_ip: str,
+    cluster_cidr: str,
+    masquerade_all: bool,
+    extra_args: tuple[str, ...],
+) -> str:
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="s2r-lab-", delete=False) as fh:
         fh.write(manifest)
         path = fh.name

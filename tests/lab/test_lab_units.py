@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
 
 from .agents import encode_answer
+from .conftest import require_root
 from .loaders import Loader, available_loaders, compiler_supports
 from .probe import Answered, Dropped, Failed, Probe, ProbeResult, Rejected, Sink, parse_answer
 from .topology import NODE_PODS_IP
@@ -64,3 +66,9 @@ def test_available_loaders(monkeypatch: pytest.MonkeyPatch) -> None:
         assert names[0] == "iptables"
     assert all(isinstance(ldr, Loader) for ldr in available_loaders())
     assert not compiler_supports("no-such-backend")
+
+
+def test_lab_skips_with_a_reason_without_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(pytest.skip.Exception, match="needs root"):
+        require_root()

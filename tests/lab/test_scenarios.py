@@ -7,15 +7,15 @@ compiler: a failure here is a compiler bug until shown otherwise.
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 import pytest
 
 from .lab import Lab
-from .loaders import CompilerMissing, Loader, compile_manifest
-from .manifests import Ep, endpoint_slice, manifest, port, service
+from .loaders import Loader
+from .manifests import Ep, endpoint_slice, port, service
 from .probe import Answered, Dropped, Origin, Probe, Proto, Rejected, Sink
+from .scenario import assert_uniform, deploy, eps
 from .topology import (
     EXT_CLIENT,
     EXT_CLIENT_DENIED,
@@ -29,39 +29,10 @@ from .topology import (
 
 pytestmark = [pytest.mark.root, pytest.mark.lab]
 
-# chi-square critical values at p = 0.001 by degrees of freedom: a fair spread fails 1 run in 1000.
-_CHI2_CRIT_001 = {1: 10.83, 2: 13.82, 3: 16.27, 4: 18.47, 5: 20.52, 6: 22.46, 7: 24.32}
-
 POD = [f"10.180.0.{i}" for i in range(1, 9)]
 ORIGINS: tuple[Origin, ...] = ("ext", "pod", "node")
 #: A TCP service port 80 and a UDP service port 53, as (port, proto).
 TCP80_UDP53: tuple[tuple[int, Proto], ...] = ((80, "tcp"), (53, "udp"))
-
-
-def deploy(lab: Lab, backend: Loader, *docs: dict[str, Any], masquerade_all: bool = False) -> str:
-    """Compile with the real CLI for this backend and load the result into the lab's node."""
-    try:
-        text = compile_manifest(backend.name, manifest(*docs), masquerade_all=masquerade_all)
-    except CompilerMissing as exc:
-        pytest.skip(str(exc))
-    lab.load(backend, text)
-    return text
-
-
-def chi2_uniform(counts: Counter[str], expected_keys: set[str]) -> float:
-    n = sum(counts.values())
-    exp = n / len(expected_keys)
-    return sum((counts.get(k, 0) - exp) ** 2 / exp for k in expected_keys)
-
-
-def assert_uniform(counts: Counter[str], expected_keys: set[str], context: str) -> None:
-    assert set(counts) == expected_keys, context
-    chi2 = chi2_uniform(counts, expected_keys)
-    assert chi2 < _CHI2_CRIT_001[len(expected_keys) - 1], f"chi2={chi2:.1f}: {context}"
-
-
-def eps(ips: list[str], port_: int) -> set[str]:
-    return {f"{ip}:{port_}" for ip in ips}
 
 
 # -- load balancing ----------------------------------------------------------------------------------

@@ -1,0 +1,45 @@
+"""Helpers for scenario tests: compile-and-load with the real CLI, spread statistics."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from .lab import Lab
+from .loaders import CompilerMissing, Loader, compile_manifest
+from .manifests import manifest
+
+# chi-square critical values at p = 0.001 by degrees of freedom: a fair spread fails 1 run in 1000.
+_CHI2_CRIT_001 = {1: 10.83, 2: 13.82, 3: 16.27, 4: 18.47, 5: 20.52, 6: 22.46, 7: 24.32, 8: 26.12, 9: 27.88}
+
+
+def deploy(lab: Lab, backend: Loader, *docs: dict[str, Any], masquerade_all: bool = False) -> str:
+    """Compile with the real CLI for this backend and load the result into the lab's node."""
+    try:
+        text = compile_manifest(backend.name, manifest(*docs), masquerade_all=masquerade_all)
+    except CompilerMissing as exc:
+        pytest.skip(str(exc))
+    lab.load(backend, text)
+    return text
+
+
+def chi2_uniform(counts: Counter[str], expected_keys: set[str]) -> float:
+    n = sum(counts.values())
+    exp = n / len(expected_keys)
+    return sum((counts.get(k, 0) - exp) ** 2 / exp for k in expected_keys)
+
+
+def assert_uniform(counts: Counter[str], expected_keys: set[str], context: str) -> None:
+    """Every expected key was hit, and the spread passes a chi-square test at p = 0.001."""
+    if set(counts) != expected_keys:
+        raise AssertionError(f"hit {sorted(counts)}, expected {sorted(expected_keys)}: {context}")
+    chi2 = chi2_uniform(counts, expected_keys)
+    if chi2 >= _CHI2_CRIT_001[len(expected_keys) - 1]:
+        raise AssertionError(f"not uniform, chi2={chi2:.1f}: {context}")
+
+
+def eps(ips: list[str], port: int) -> set[str]:
+    """The ``endpoint`` strings of ``ips`` on ``port``."""
+    return {f"{ip}:{port}" for ip in ips}
