@@ -44,7 +44,9 @@ def objects(services: int, endpoints: int) -> Iterator[dict[str, Any]]:
                 "type": "ClusterIP",
                 "clusterIP": cluster_ip(i),
                 "clusterIPs": [cluster_ip(i)],
-                "ports": [{"name": "http", "port": SERVICE_PORT, "protocol": "TCP", "targetPort": TARGET_PORT}],
+                "ports": [
+                    {"name": "http", "port": SERVICE_PORT, "protocol": "TCP", "targetPort": TARGET_PORT}
+                ],
                 "selector": {"app": name},
             },
         }
@@ -85,7 +87,11 @@ def main() -> int:
     parser.add_argument("-E", "--endpoints", type=int, default=10)
     parser.add_argument("--format", choices=("json", "yaml"), default="json")
     args = parser.parse_args()
-    text = as_json(args.services, args.endpoints) if args.format == "json" else as_yaml(args.services, args.endpoints)
+    text = (
+        as_json(args.services, args.endpoints)
+        if args.format == "json"
+        else as_yaml(args.services, args.endpoints)
+    )
     sys.stdout.write(text)
     return 0
 
