@@ -1,0 +1,84 @@
+"""`svc2rules compile`: manifests to a ruleset on stdout."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from svc2rules.api import plan_from_paths, render
+from svc2rules.backends import RenderOptions
+from svc2rules.cli.common import (
+    BackendOpt,
+    ClusterCIDROpt,
+    ConfigOpt,
+    FileOpt,
+    MasqAllOpt,
+    NodeIPOpt,
+    NodeNameOpt,
+    NodeZoneOpt,
+    RecursiveOpt,
+    app,
+    choose_backend,
+    cli_errors,
+    err,
+    node_config,
+    warn,
+)
+from svc2rules.errors import UsageError
+
+
+@app.command("compile")
+def compile_command(
+    filename: FileOpt = None,
+    recursive: RecursiveOpt = False,
+    backend: BackendOpt = None,
+    node_name: NodeNameOpt = None,
+    node_ip: NodeIPOpt = None,
+    node_zone: NodeZoneOpt = None,
+    cluster_cidr: ClusterCIDROpt = None,
+    masquerade_all: MasqAllOpt = None,
+    config: ConfigOpt = None,
+    output: Annotated[
+        str,
+        typer.Option("-o", "--output", help="'rules' (the ruleset) or 'ir' (the resolved model as JSON)."),
+    ] = "rules",
+    comments: Annotated[
+        str, typer.Option("--comments", help="Rule comments: auto (kube-proxy's), always or never.")
+    ] = "auto",
+    chain_prefix: Annotated[
+        str, typer.Option("--chain-prefix", help="Prefix of our iptables chains.")
+    ] = "SVC2R",
+    table: Annotated[str, typer.Option("--table", help="Name of our nftables table.")] = "svc2rules",
+    jumps: Annotated[
+        bool, typer.Option("--jumps/--no-jumps", help="Include the jumps from the built-in chains.")
+    ] = True,
+) -> None:
+    """Compile manifests into a ruleset on stdout (diagnostics on stderr)."""
+    with cli_errors():
+        if output not in ("rules", "ir"):
+            raise UsageError(f"--output must be 'rules' or 'ir', got {output!r}")
+        if comments not in ("auto", "always", "never"):
+            raise UsageError(f"--comments must be auto, always or never, got {comments!r}")
+        proxy_config, mode = node_config(
+            config,
+            node_name=node_name,
+            node_ip=node_ip,
+            node_zone=node_zone,
+            cluster_cidr=cluster_cidr,
+            masquerade_all=masquerade_all,
+        )
+        backend_name = choose_backend(backend, mode)
+        compiled = plan_from_paths(filename or [], recursive, sys.stdin.buffer, proxy_config)
+        warn(compiled.warnings)
+        if output == "ir":
+            sys.stdout.write(compiled.plan.to_json())
+            sys.stdout.flush()
+            return
+        options = RenderOptions(comments=comments, chain_prefix=chain_prefix, table=table, jumps=jumps)
+        artifact = render(compiled.plan, backend_name, options)
+        for warning in artifact.warnings:
+            err(f"warning: {warning}")
+        sys.stdout.write(artifact.text)
+        sys.stdout.flush()
