@@ -1,22 +1,20 @@
-"""Command-line interface. The only place that knows about exit codes."""
+"""Shared pieces of the command-line interface: the app, options, error mapping."""
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import IntEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 import yaml
 
 from svc2rules import __version__
-from svc2rules.api import plan_from_paths, render
-from svc2rules.backends import RenderOptions, available_backends
+from svc2rules.backends import available_backends
 from svc2rules.config import ProxyConfig, build_config, config_mode
 from svc2rules.errors import ApplyError, BackendError, Diagnostic, InputError, Svc2RulesError, UsageError
 
@@ -83,19 +81,19 @@ ConfigOpt = Annotated[
 
 
 @contextmanager
-def _cli_errors() -> Iterator[None]:
+def cli_errors() -> Iterator[None]:
     """Map typed errors to one line each on stderr and an exit code; never a traceback."""
     try:
         yield
     except InputError as exc:
         for diagnostic in exc.diagnostics:
-            _err(str(diagnostic))
+            err(str(diagnostic))
         raise typer.Exit(ExitCode.INVALID) from None
     except UsageError as exc:
-        _err(f"error: {exc}")
+        err(f"error: {exc}")
         raise typer.Exit(ExitCode.INVALID) from None
     except (BackendError, ApplyError, Svc2RulesError) as exc:
-        _err(f"error: {exc}")
+        err(f"error: {exc}")
         raise typer.Exit(ExitCode.FAILURE) from None
     except BrokenPipeError:
         # `svc2rules compile | head` is a normal pipeline, not a failure worth a traceback.
@@ -106,17 +104,17 @@ def _cli_errors() -> Iterator[None]:
     except Exception as exc:  # pragma: no cover - a bug; still one line unless asked for more
         if os.environ.get("SVC2RULES_DEBUG"):
             raise
-        _err(f"internal error: {type(exc).__name__}: {exc} (set SVC2RULES_DEBUG=1 for a traceback)")
+        err(f"internal error: {type(exc).__name__}: {exc} (set SVC2RULES_DEBUG=1 for a traceback)")
         raise typer.Exit(ExitCode.FAILURE) from None
 
 
-def _err(line: str) -> None:
+def err(line: str) -> None:
     sys.stderr.write(line.replace("\n", "\\n") + "\n")
 
 
-def _warn(diagnostics: list[Diagnostic]) -> None:
+def warn(diagnostics: list[Diagnostic]) -> None:
     for diagnostic in diagnostics:
-        _err(f"warning: {diagnostic}")
+        err(f"warning: {diagnostic}")
 
 
 def read_config_file(path: Path | None) -> dict[str, Any] | None:
@@ -162,72 +160,3 @@ def choose_backend(requested: str | None, mode: str | None) -> str:
     if name not in available_backends():
         raise UsageError(f"unknown backend {name!r} (choose from: {', '.join(available_backends())})")
     return name
-
-
-@app.command("compile")
-def compile_command(
-    filename: FileOpt = None,
-    recursive: RecursiveOpt = False,
-    backend: BackendOpt = None,
-    node_name: NodeNameOpt = None,
-    node_ip: NodeIPOpt = None,
-    node_zone: NodeZoneOpt = None,
-    cluster_cidr: ClusterCIDROpt = None,
-    masquerade_all: MasqAllOpt = None,
-    config: ConfigOpt = None,
-    output: Annotated[
-        str,
-        typer.Option("-o", "--output", help="'rules' (the ruleset) or 'ir' (the resolved model as JSON)."),
-    ] = "rules",
-    comments: Annotated[
-        str, typer.Option("--comments", help="Rule comments: auto (kube-proxy's), always or never.")
-    ] = "auto",
-    chain_prefix: Annotated[
-        str, typer.Option("--chain-prefix", help="Prefix of our iptables chains.")
-    ] = "SVC2R",
-    table: Annotated[str, typer.Option("--table", help="Name of our nftables table.")] = "svc2rules",
-    jumps: Annotated[
-        bool, typer.Option("--jumps/--no-jumps", help="Include the jumps from the built-in chains.")
-    ] = True,
-) -> None:
-    """Compile manifests into a ruleset on stdout (diagnostics on stderr)."""
-    with _cli_errors():
-        if output not in ("rules", "ir"):
-            raise UsageError(f"--output must be 'rules' or 'ir', got {output!r}")
-        if comments not in ("auto", "always", "never"):
-            raise UsageError(f"--comments must be auto, always or never, got {comments!r}")
-        proxy_config, mode = node_config(
-            config,
-            node_name=node_name,
-            node_ip=node_ip,
-            node_zone=node_zone,
-            cluster_cidr=cluster_cidr,
-            masquerade_all=masquerade_all,
-        )
-        backend_name = choose_backend(backend, mode)
-        compiled = plan_from_paths(filename or [], recursive, sys.stdin.buffer, proxy_config)
-        _warn(compiled.warnings)
-        if output == "ir":
-            sys.stdout.write(compiled.plan.to_json())
-            sys.stdout.flush()
-            return
-        options = RenderOptions(comments=comments, chain_prefix=chain_prefix, table=table, jumps=jumps)
-        artifact = render(compiled.plan, backend_name, options)
-        for warning in artifact.warnings:
-            _err(f"warning: {warning}")
-        sys.stdout.write(artifact.text)
-        sys.stdout.flush()
-
-
-def main(argv: list[str] | None = None) -> NoReturn:
-    """Console-script entry point."""
-    # A compilation allocates millions of small objects and frees almost none before
-    # exiting; the cyclic collector would rescan them over and over (3x slower at 10k
-    # Services) while finding nothing to free.
-    gc.disable()
-    command: Callable[..., Any] = typer.main.get_command(app)
-    try:
-        command(args=argv, prog_name="svc2rules", standalone_mode=True)
-    except SystemExit as exc:
-        raise SystemExit(exc.code) from None
-    raise SystemExit(0)
