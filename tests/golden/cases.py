@@ -25,7 +25,7 @@ DEFAULT_ARGS = ["--node-name", "node1", "--node-ip", "192.168.0.2", "--cluster-c
 REGENERATE = "make golden"
 # Backends whose output is compared for every case; nondeterministic or host-specific
 # backends opt out here, never per case.
-GOLDEN_BACKENDS = tuple(b for b in available_backends() if b not in ("userspace",))
+GOLDEN_BACKENDS = tuple(available_backends())
 
 
 @dataclass(frozen=True)
