@@ -64,6 +64,7 @@ def service(
     internal_policy: str | None = None,
     affinity_timeout: int | None = None,
     external_name: str | None = None,
+    labels: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {"type": type, "ports": list(ports)}
     if cluster_ip is not None:
@@ -84,7 +85,7 @@ def service(
     doc: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": name, "namespace": "default"},
+        "metadata": {"name": name, "namespace": "default", **({"labels": labels} if labels else {})},
         "spec": spec,
     }
     if lb_ips:

@@ -408,6 +408,33 @@ def test_external_traffic_policy_local_without_local_endpoints(lab: Lab, backend
         assert r.all(Answered) and r.endpoint_set == eps(POD[:2], 8080), r.summary()
 
 
+def test_local_policy_falls_back_to_local_terminating_endpoints(lab: Lab, backend: Loader) -> None:
+    """eTP Local with no *ready* local endpoint uses local serving+terminating ones; the cluster-wide
+    pool still has a ready endpoint, so it does not fall back."""
+    lab.add_pods(POD[:2], [8080])
+    deploy(
+        lab,
+        backend,
+        service(
+            "etpterm",
+            type="NodePort",
+            cluster_ip="172.30.0.34",
+            external_policy="Local",
+            ports=[port("http", 80, 8080, node_port=30102)],
+        ),
+        endpoint_slice(
+            "etpterm",
+            [Ep(POD[0], ready=False, serving=True, terminating=True), Ep(POD[1], local=False)],
+            [("http", 8080)],
+        ),
+    )
+    ext_np, pod_cip = lab.probe_many(
+        [Probe("ext", NODE_IP, 30102, count=40), Probe("pod", "172.30.0.34", 80, count=40)]
+    )
+    assert ext_np.all(Answered) and ext_np.endpoint_set == {f"{POD[0]}:8080"}, ext_np.summary()
+    assert pod_cip.all(Answered) and pod_cip.endpoint_set == {f"{POD[1]}:8080"}, pod_cip.summary()
+
+
 def test_internal_traffic_policy_local(lab: Lab, backend: Loader) -> None:
     lab.add_pods(POD[:3], [8080])
     deploy(
@@ -529,16 +556,25 @@ def test_headless_and_external_name_are_not_proxied(lab: Lab, backend: Loader) -
             ports=[port("http", 80, 8080)],
         ),
         endpoint_slice("extname", [Ep(POD[0])], [("http", 8080)]),
+        # Labelled for another service proxy: kube-proxy (and so we) must leave it alone.
+        service(
+            "otherproxy",
+            cluster_ip="172.30.0.61",
+            labels={"service.kubernetes.io/service-proxy-name": "someone-else"},
+            ports=[port("http", 80, 8080)],
+        ),
+        endpoint_slice("otherproxy", [Ep(POD[0])], [("http", 8080)]),
         # A proxied service next to them proves the ruleset was loaded at all.
         service("control", cluster_ip="172.30.0.60", ports=[port("http", 80, 8080)]),
         endpoint_slice("control", [Ep(POD[0])], [("http", 8080)]),
     )
-    headless, extname, control = lab.probe_many(
+    headless, extname, other, control = lab.probe_many(
         [
             Probe("ext", "192.168.99.20", 80, count=3),
             Probe("ext", "192.168.99.21", 80, count=3),
+            Probe("pod", "172.30.0.61", 80, count=3),
             Probe("ext", "172.30.0.60", 80, count=3),
         ]
     )
-    assert headless.all(Sink) and extname.all(Sink), (headless, extname)
+    assert headless.all(Sink) and extname.all(Sink) and other.all(Sink), (headless, extname, other)
     assert control.all(Answered), control.summary()
