@@ -23,8 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "golden"
 DEFAULT_ARGS = ["--node-name", "node1", "--node-ip", "192.168.0.2", "--cluster-cidr", "10.0.0.0/8"]
 REGENERATE = "make golden"
-# Backends whose output is compared for every case; nondeterministic or host-specific
-# backends opt out here, never per case.
+# Every backend's output is compared for every case.
 GOLDEN_BACKENDS = tuple(available_backends())
 
 
