@@ -1,0 +1,1 @@
+"""QEMU VM harness for real-kernel IPVS tests (see docs/vm.md)."""
