@@ -92,6 +92,9 @@ class Lab:
         ports = {p.port for p in probes}
         self.sink.ensure(ports)
         self.node_listeners.ensure(ports)
+        # Pods listen on the probed ports too: a DNAT that forgot to rewrite the port then shows up
+        # as Answered by "10.180.0.1:80" (a clear wrong-endpoint failure) rather than as Rejected.
+        self.pods.ensure(ports)
 
         async def run_all() -> list[list[Outcome]]:
             return list(
