@@ -12,8 +12,8 @@ from .loaders import Loader
 from .probe import Attempt, Origin, Outcome, Probe, ProbeResult, Proto, run_attempts
 from .topology import EXT_CLIENT, EXT_CLIENTS, NODE_ADDRESSES, POD_CLIENT, POD_CLIENTS, Topology
 
-# Client source ports come from above the kernel's ephemeral range (32768-60999), so they can never
-# collide with a listener a test asks for (NodePorts live in 30000-32767).
+# Client source ports come from above the kernel's ephemeral range (32768-60999) and are reserved:
+# listeners (which the lab opens on every port a test uses) must stay below them.
 _SRC_PORT_FIRST, _SRC_PORT_LAST = 61000, 65535
 _ORIGIN_ROLE: dict[str, str] = {"ext": "ext", "pod": "pods", "node": "node"}
 
@@ -56,7 +56,7 @@ class Lab:
         Listeners bind 0.0.0.0, so every pod IP answers on every port asked for; the answer tells
         which ip:port was hit, which is what tests assert on.
         """
-        ip_list, port_set = list(ips), set(ports)
+        ip_list, port_set = list(ips), _check_ports(ports)
         self.topo.add_pod_ips(ip_list)
         self.pods.ensure(port_set)
         # A DNAT to the right port but an address that is not a pod lands in the sink: answer there.
@@ -89,7 +89,7 @@ class Lab:
                 self._check_src(p.origin, s)
             attempts = [self._attempt(p, s) for s in srcs]
             plans.append((p, srcs, attempts))
-        ports = {p.port for p in probes}
+        ports = _check_ports(p.port for p in probes)
         self.sink.ensure(ports)
         self.node_listeners.ensure(ports)
         # Pods listen on the probed ports too: a DNAT that forgot to rewrite the port then shows up
@@ -154,3 +154,11 @@ class Lab:
                 listeners.close()
         finally:
             self.topo.destroy()
+
+
+def _check_ports(ports: Iterable[int]) -> set[int]:
+    out = set(ports)
+    bad = sorted(p for p in out if not 0 < p < _SRC_PORT_FIRST)
+    if bad:
+        raise ValueError(f"ports {bad}: the lab supports 1-{_SRC_PORT_FIRST - 1} (above are client ports)")
+    return out
