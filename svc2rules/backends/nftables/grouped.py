@@ -64,31 +64,48 @@ AFFINITY_OUTPUT = Hook("filter", "output", -99, "dstnat+1: same, for node-origin
 
 @dataclass
 class _Space:
-    """Endpoint pools reached through one kind of frontend key."""
+    """Endpoint pools reached through one kind of frontend key.
+
+    Pool maps are split by protocol so their keys need no protocol field: a symbolic protocol in
+    each of a hundred thousand elements is a measurable share of `nft -f` time.
+    """
 
     name: str  # service | service-shortcut | nodeport | nodeport-shortcut
     key_type: str
-    key_expr: str
+    pool_key_expr: str  # the frontend without its protocol
     selector: Collection
-    maps: dict[int, Collection] = field(default_factory=dict)
+    maps: dict[tuple[str, int], Collection] = field(default_factory=dict)
 
-    def pool(self, n: int) -> Collection:
-        if n not in self.maps:
-            self.maps[n] = Collection(
+    def pool(self, proto: str, n: int) -> Collection:
+        if (proto, n) not in self.maps:
+            self.maps[proto, n] = Collection(
                 "map",
-                f"{self.name}-endpoints-{n}",
-                (f"typeof {self.key_expr} . numgen random mod {n} : ip daddr . th dport",),
-                f"{self.name} frontends with {n} endpoint(s): frontend . index -> endpoint",
+                f"{self.name}-{proto}-endpoints-{n}",
+                (f"typeof {self.pool_key_expr} . numgen random mod {n} : ip daddr . th dport",),
+                f"{self.name} {proto} frontends with {n} endpoint(s): frontend . index -> endpoint",
             )
-        return self.maps[n]
+        return self.maps[proto, n]
+
+    def chain_name(self, proto: str, n: int) -> str:
+        return f"{self.name}-{proto}-pool-{n}"
+
+    def collections(self) -> list[Collection]:
+        return [self.maps[k] for k in sorted(self.maps, key=_pool_order)]
 
     def chains(self) -> list[Chain]:
         out = []
-        for n in sorted(self.maps):
-            chain = Chain(f"{self.name}-pool-{n}", f"pick one of {n} endpoint(s) uniformly")
-            chain.add(f"dnat ip to {self.key_expr} . numgen random mod {n} map @{self.name}-endpoints-{n}")
+        for proto, n in sorted(self.maps, key=_pool_order):
+            chain = Chain(self.chain_name(proto, n), f"pick one of {n} endpoint(s) uniformly")
+            chain.add(
+                f"meta l4proto {proto} dnat ip to {self.pool_key_expr} . numgen random mod {n}"
+                f" map @{self.maps[proto, n].name}"
+            )
             out.append(chain)
         return out
+
+
+def _pool_order(key: tuple[str, int]) -> tuple[int, str]:
+    return key[1], key[0]
 
 
 class GroupedLayout:
@@ -173,12 +190,17 @@ class GroupedLayout:
         )
         self.affinity_timeouts: set[int] = set()
         self.spaces = {
-            name: _Space(name, key_type, key_expr, vmap(f"{name}-pools", key_type, text))
-            for name, key_type, key_expr, text in (
-                ("service", FRONTEND, FRONTEND_EXPR, "frontend -> its endpoint pool"),
-                ("service-shortcut", FRONTEND, FRONTEND_EXPR, "eTP Local frontend -> Cluster endpoints"),
-                ("nodeport", NODEPORT, NODEPORT_EXPR, "NodePort -> its endpoint pool"),
-                ("nodeport-shortcut", NODEPORT, NODEPORT_EXPR, "eTP Local NodePort -> Cluster endpoints"),
+            name: _Space(name, key_type, pool_key, vmap(f"{name}-pools", key_type, text))
+            for name, key_type, pool_key, text in (
+                ("service", FRONTEND, "ip daddr . th dport", "frontend -> its endpoint pool"),
+                (
+                    "service-shortcut",
+                    FRONTEND,
+                    "ip daddr . th dport",
+                    "eTP Local frontend -> Cluster endpoints",
+                ),
+                ("nodeport", NODEPORT, "th dport", "NodePort -> its endpoint pool"),
+                ("nodeport-shortcut", NODEPORT, "th dport", "eTP Local NodePort -> Cluster endpoints"),
             )
         }
 
@@ -207,7 +229,7 @@ class GroupedLayout:
         key, sort = self._frontend(sp.cluster_ip, proto, sp.port)
         if sp.has_internal_endpoints:
             if self._claim(self.service_ips, key, sort, "jump cluster-ip", sp):
-                self._pool("service", key, sort, sp.internal_endpoints, sp)
+                self._pool("service", key, sort, f"{sp.cluster_ip} . {sp.port}", sp.internal_endpoints, sp)
         else:
             self.no_endpoint_cluster_ips.add(key, sort, no_endpoints, comment)
 
@@ -216,7 +238,7 @@ class GroupedLayout:
         for ip in sp.external_ips:
             key, sort = self._frontend(ip, proto, sp.port)
             if sp.has_endpoints and self._claim(self.service_ips, key, sort, f"jump {external}", sp):
-                self._external_pools("service", key, sort, sp)
+                self._external_pools("service", key, sort, f"{ip} . {sp.port}", sp)
             if not sp.has_external_endpoints:
                 self.no_endpoint_external_ips.add(key, sort, no_endpoints, comment)
 
@@ -224,7 +246,7 @@ class GroupedLayout:
         for ip in sp.load_balancer_ips:
             key, sort = self._frontend(ip, proto, sp.port)
             if sp.has_endpoints and self._claim(self.service_ips, key, sort, f"jump {lb_kind}", sp):
-                self._external_pools("service", key, sort, sp)
+                self._external_pools("service", key, sort, f"{ip} . {sp.port}", sp)
                 if sp.uses_firewall:
                     self._firewall(sp, key, sort)
             if sp.uses_firewall:
@@ -236,7 +258,7 @@ class GroupedLayout:
             np_key, np_sort = f"{proto} . {sp.node_port}", (proto, sp.node_port)
             kind = "nodeport-local" if local else "nodeport"
             if sp.has_endpoints and self._claim(self.service_nodeports, np_key, np_sort, f"jump {kind}", sp):
-                self._external_pools("nodeport", np_key, np_sort, sp)
+                self._external_pools("nodeport", np_key, np_sort, str(sp.node_port), sp)
             if not sp.has_external_endpoints:
                 self.no_endpoint_nodeports.add(np_key, np_sort, no_endpoints, comment)
 
@@ -247,26 +269,34 @@ class GroupedLayout:
     def _frontend(ip: str, proto: str, port: int) -> tuple[str, tuple[bytes, str, int]]:
         return f"{ip} . {proto} . {port}", (ip_key(ip), proto, port)
 
-    def _external_pools(self, space: str, key: str, sort: object, sp: ServicePort) -> None:
+    def _external_pools(self, space: str, key: str, sort: object, pool_key: str, sp: ServicePort) -> None:
         if sp.has_external_endpoints:
-            self._pool(space, key, sort, sp.external_endpoints, sp)
+            self._pool(space, key, sort, pool_key, sp.external_endpoints, sp)
         if sp.external_policy_local:
             # Pods and the node itself are short-circuited to the Cluster endpoints (kube-proxy's
             # EXT chain: `-s podCIDR -j SVC`, `--src-type LOCAL -j SVC`).
-            self._pool(f"{space}-shortcut", key, sort, sp.cluster_endpoints, sp)
+            self._pool(f"{space}-shortcut", key, sort, pool_key, sp.cluster_endpoints, sp)
 
     def _pool(
-        self, space_name: str, key: str, sort: object, endpoints: tuple[Endpoint, ...], sp: ServicePort
+        self,
+        space_name: str,
+        key: str,
+        sort: object,
+        pool_key: str,
+        endpoints: tuple[Endpoint, ...],
+        sp: ServicePort,
     ) -> None:
+        """`pool_key` is the frontend without its protocol: pool maps are per protocol."""
         n = len(endpoints)
         if n == 0:
             return
         space = self.spaces[space_name]
+        proto = sp.protocol.keyword
         comment = self._comment(sp)
-        space.selector.add(key, sort, f"goto {space_name}-pool-{n}", comment)
-        pool = space.pool(n)
+        space.selector.add(key, sort, f"goto {space.chain_name(proto, n)}", comment)
+        pool = space.pool(proto, n)
         for i, ep in enumerate(endpoints):
-            pool.add(f"{key} . {i}", (sort, i), f"{ep.ip} . {ep.port}", comment)
+            pool.add(f"{pool_key} . {i}", (sort, i), f"{ep.ip} . {ep.port}", comment)
         if sp.affinity_timeout:
             timeout = sp.affinity_timeout
             self.affinity_timeouts.add(timeout)
@@ -310,8 +340,8 @@ class GroupedLayout:
         ):
             t.collection(c)
         for space in self.spaces.values():
-            for n in sorted(space.maps):
-                t.collection(space.maps[n])
+            for pool in space.collections():
+                t.collection(pool)
         t.collection(self.hairpin)
         if self.node_port_ips:
             for ip in self.node_port_ips:

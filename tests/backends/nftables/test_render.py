@@ -72,14 +72,14 @@ def test_cluster_ip_dispatch_and_pool() -> None:
         '172.30.0.41 . tcp . 80 comment "ns1/svc1:p80" : jump cluster-ip'
     ]
     assert elements(text, "service-pools") == [
-        '172.30.0.41 . tcp . 80 comment "ns1/svc1:p80" : goto service-pool-2'
+        '172.30.0.41 . tcp . 80 comment "ns1/svc1:p80" : goto service-tcp-pool-2'
     ]
-    assert elements(text, "service-endpoints-2") == [
-        '172.30.0.41 . tcp . 80 . 0 comment "ns1/svc1:p80" : 10.180.0.1 . 8080',
-        '172.30.0.41 . tcp . 80 . 1 comment "ns1/svc1:p80" : 10.180.0.2 . 8080',
+    assert elements(text, "service-tcp-endpoints-2") == [
+        '172.30.0.41 . 80 . 0 comment "ns1/svc1:p80" : 10.180.0.1 . 8080',
+        '172.30.0.41 . 80 . 1 comment "ns1/svc1:p80" : 10.180.0.2 . 8080',
     ]
-    assert chain(text, "service-pool-2")[-1] == (
-        "dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 map @service-endpoints-2"
+    assert chain(text, "service-tcp-pool-2")[-1] == (
+        "meta l4proto tcp dnat ip to ip daddr . th dport . numgen random mod 2 map @service-tcp-endpoints-2"
     )
     assert elements(text, "hairpin") == ["10.180.0.1 . 10.180.0.1", "10.180.0.2 . 10.180.0.2"]
     assert "ip saddr != 10.0.0.0/8 jump mark-for-masquerade" in chain(text, "cluster-ip")[1]
@@ -109,12 +109,14 @@ def test_external_traffic_policy_local_uses_local_pool_and_cluster_shortcut() ->
     eps = [endpoint("10.180.0.1"), endpoint("10.180.0.2", "node2")]
     text = nft_text([svc, endpoint_slice(endpoints=eps)])
     assert elements(text, "service-nodeports") == ['tcp . 30080 comment "ns1/svc1:p80" : jump nodeport-local']
-    assert elements(text, "nodeport-pools") == ['tcp . 30080 comment "ns1/svc1:p80" : goto nodeport-pool-1']
-    assert elements(text, "nodeport-endpoints-1") == [
-        'tcp . 30080 . 0 comment "ns1/svc1:p80" : 10.180.0.1 . 8080'
+    assert elements(text, "nodeport-pools") == [
+        'tcp . 30080 comment "ns1/svc1:p80" : goto nodeport-tcp-pool-1'
+    ]
+    assert elements(text, "nodeport-tcp-endpoints-1") == [
+        '30080 . 0 comment "ns1/svc1:p80" : 10.180.0.1 . 8080'
     ]
     assert elements(text, "nodeport-shortcut-pools") == [
-        'tcp . 30080 comment "ns1/svc1:p80" : goto nodeport-shortcut-pool-2'
+        'tcp . 30080 comment "ns1/svc1:p80" : goto nodeport-shortcut-tcp-pool-2'
     ]
     rules = chain(text, "nodeport-local")
     assert rules[1].startswith("ip saddr 10.0.0.0/8 goto nodeport-shortcut")
@@ -258,7 +260,7 @@ def test_object_count_does_not_grow_with_services() -> None:
     small = nft_text(list(synth.objects(20, 10)), comments="never")
     large = nft_text(list(synth.objects(600, 10)), comments="never")
     assert objects_count(small) == objects_count(large)
-    assert len(elements(large, "service-endpoints-10")) == 6000
+    assert len(elements(large, "service-tcp-endpoints-10")) == 6000
 
 
 def test_input_order_does_not_matter() -> None:
