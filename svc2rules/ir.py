@@ -165,9 +165,14 @@ class PortRecord:
 
 @dataclass(frozen=True, slots=True)
 class DnsEndpoint:
+    """An address a headless Service publishes: one per IP, merged over its slices."""
+
     ip: str
     hostname: str | None
     ready: bool
+    # The endpoint's own port numbers by name: headless SRV records advertise these, not the
+    # Service's port (there is no VIP to translate one into the other).
+    ports: tuple[PortRecord, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

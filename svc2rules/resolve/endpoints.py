@@ -48,11 +48,13 @@ class NormalizedSlice:
     family: IPFamily
     ports: tuple[tuple[str, Protocol, int], ...]
     endpoints: tuple[SliceEndpointView, ...]
+    # Labelled service.kubernetes.io/headless: kube-proxy ignores it, DNS publishes it.
+    headless: bool = False
 
 
 def normalize_slice(sl: EndpointSlice) -> NormalizedSlice | None:
     service = sl.service_name
-    if not service or sl.address_type == "FQDN" or HEADLESS_LABEL in sl.metadata.labels:
+    if not service or sl.address_type == "FQDN":
         return None
     family = IPFamily(sl.address_type)
     ports = tuple(
@@ -79,7 +81,9 @@ def normalize_slice(sl: EndpointSlice) -> NormalizedSlice | None:
                 hostname=ep.hostname,
             )
         )
-    return NormalizedSlice(sl.namespace, service, sl.name, family, ports, tuple(views))
+    return NormalizedSlice(
+        sl.namespace, service, sl.name, family, ports, tuple(views), HEADLESS_LABEL in sl.metadata.labels
+    )
 
 
 def mirror_endpoints(eps: Endpoints, publish_not_ready: bool) -> list[NormalizedSlice]:

@@ -25,6 +25,7 @@ from svc2rules.model.endpointslice import EndpointSlice
 from svc2rules.model.meta import KubeObject
 from svc2rules.model.service import SCHEDULER_ANNOTATION, Service, is_proxied_by
 from svc2rules.resolve.categorize import categorize
+from svc2rules.resolve.dns import dns_endpoints_by_service
 from svc2rules.resolve.endpoints import (
     NormalizedSlice,
     PortRef,
@@ -45,6 +46,7 @@ def resolve(objects: Sequence[tuple[str, KubeObject]], config: ProxyConfig) -> R
     """Resolve validated objects into the model kube-proxy would compute on this node."""
     services: list[tuple[str, Service]] = []
     slices: list[NormalizedSlice] = []
+    dns_slices: list[NormalizedSlice] = []
     legacy: list[Endpoints] = []
     for source, obj in objects:
         if isinstance(obj, Service):
@@ -52,25 +54,33 @@ def resolve(objects: Sequence[tuple[str, KubeObject]], config: ProxyConfig) -> R
         elif isinstance(obj, EndpointSlice):
             normalized = normalize_slice(obj)
             if normalized is not None:
-                slices.append(normalized)
+                dns_slices.append(normalized)
+                if not normalized.headless:
+                    slices.append(normalized)
         elif isinstance(obj, Endpoints):
             legacy.append(obj)
 
     # Legacy Endpoints only count for Services no EndpointSlice speaks for.
     covered = {(s.namespace, s.service) for s in slices}
+    dns_covered = {(s.namespace, s.service) for s in dns_slices}
     publish = {(svc.namespace, svc.name): svc.spec.publish_not_ready_addresses for _, svc in services}
     for eps in sorted(legacy, key=lambda e: (e.namespace, e.name)):
-        if (eps.namespace, eps.name) not in covered:
-            slices.extend(mirror_endpoints(eps, publish.get((eps.namespace, eps.name), False)))
+        ref = (eps.namespace, eps.name)
+        if ref not in covered:
+            mirrored = mirror_endpoints(eps, publish.get(ref, False))
+            slices.extend(mirrored)
+            if ref not in dns_covered:
+                dns_slices.extend(mirrored)
 
     endpoint_map = endpoints_by_port(slices, config.node_name)
+    dns_map = dns_endpoints_by_service(dns_slices, publish)
     warnings: list[Diagnostic] = []
     ports: list[ServicePort] = []
     records: list[ServiceRecord] = []
     for source, svc in sorted(services, key=lambda item: (item[1].namespace, item[1].name)):
         svc_endpoints = endpoint_map.get((svc.namespace, svc.name), {})
         skipped = _skip_reason(svc, config)
-        records.append(_record(svc, svc_endpoints, skipped))
+        records.append(_record(svc, dns_map.get((svc.namespace, svc.name), ()), skipped))
         if skipped is None and not svc.all_cluster_ips:
             warnings.append(
                 Diagnostic(
@@ -183,15 +193,7 @@ def _net_sort(net: str) -> tuple[int, int, int]:
     return (n.version, int(n.network_address), n.prefixlen)
 
 
-def _record(
-    svc: Service, svc_endpoints: dict[PortRef, tuple[Endpoint, ...]], skipped: str | None
-) -> ServiceRecord:
-    dns_eps: dict[str, DnsEndpoint] = {}
-    # Only headless Services publish their endpoints in DNS; the rest publish the VIP.
-    for eps in svc_endpoints.values() if svc.is_headless else ():
-        for ep in eps:
-            if ep.ip not in dns_eps or (ep.ready and not dns_eps[ep.ip].ready):
-                dns_eps[ep.ip] = DnsEndpoint(ep.ip, ep.hostname, ep.ready)
+def _record(svc: Service, dns_endpoints: tuple[DnsEndpoint, ...], skipped: str | None) -> ServiceRecord:
     return ServiceRecord(
         namespace=svc.namespace,
         name=svc.name,
@@ -200,7 +202,8 @@ def _record(
         headless=svc.is_headless,
         external_name=svc.spec.external_name,
         ports=tuple(PortRecord(p.name, Protocol(p.protocol), p.port) for p in svc.spec.ports),
-        endpoints=tuple(dns_eps[k] for k in sorted(dns_eps, key=_ip_sort)),
+        # Only headless Services publish their endpoints in DNS; the rest publish the VIP.
+        endpoints=dns_endpoints if svc.is_headless else (),
         skipped=skipped,
     )
 
