@@ -54,6 +54,16 @@ def compile_command(
     jumps: Annotated[
         bool, typer.Option("--jumps/--no-jumps", help="Include the jumps from the built-in chains.")
     ] = True,
+    cluster_domain: Annotated[
+        str | None, typer.Option("--cluster-domain", help="dns backend: the cluster domain (cluster.local).")
+    ] = None,
+    dns_format: Annotated[
+        str | None, typer.Option("--dns-format", help="dns backend: 'zone' (RFC 1035 zone file) or 'hosts'.")
+    ] = None,
+    dns_server_ip: Annotated[
+        str | None,
+        typer.Option("--dns-server-ip", help="dns backend: NS glue address (default: kube-dns ClusterIP)."),
+    ] = None,
 ) -> None:
     """Compile manifests into a ruleset on stdout (diagnostics on stderr)."""
     with cli_errors():
@@ -76,7 +86,11 @@ def compile_command(
             sys.stdout.write(compiled.plan.to_json())
             sys.stdout.flush()
             return
-        options = RenderOptions(comments=comments, chain_prefix=chain_prefix, table=table, jumps=jumps)
+        dns = {"cluster_domain": cluster_domain, "dns_format": dns_format, "dns_server_ip": dns_server_ip}
+        extra = {key: value for key, value in dns.items() if value is not None}
+        options = RenderOptions(
+            comments=comments, chain_prefix=chain_prefix, table=table, jumps=jumps, extra=extra
+        )
         artifact = render(compiled.plan, backend_name, options)
         for warning in artifact.warnings:
             err(f"warning: {warning}")
