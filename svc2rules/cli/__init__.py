@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 import typer
 
 from svc2rules.cli import compile as _compile  # noqa: F401  (registers the command)
+from svc2rules.cli import explain as _explain  # noqa: F401  (registers the command)
 from svc2rules.cli.common import ExitCode, app
 
 __all__ = ["ExitCode", "app", "main"]
