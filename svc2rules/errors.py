@@ -55,6 +55,10 @@ class ApplyError(Svc2RulesError):
     """Loading rules onto the host failed; the host keeps its previous rules."""
 
 
+class LockBusyError(ApplyError):
+    """Another run holds the lock (ours or the xtables lock): retry later."""
+
+
 def quote_value(value: object, limit: int = 64) -> str:
     """Quote an offending value for a message, shortened when long."""
     import json

@@ -25,6 +25,18 @@ def probability(n: int) -> str:
 
 
 def render_iptables(plan: Plan, options: RenderOptions) -> Artifact:
+    tables, warnings = build_tables(plan, options)
+    text = render_template(
+        "iptables/restore.j2",
+        tables=tables,
+        jumps=options.jumps,
+        prefix=options.chain_prefix,
+    )
+    return Artifact("iptables", text, warnings)
+
+
+def build_tables(plan: Plan, options: RenderOptions) -> tuple[list[Table], tuple[str, ...]]:
+    """The filter and nat tables as objects (what the template prints); `apply` diffs these."""
     family = IPFamily(options.extra.get("family", IPFamily.IPv4))
     if family != IPFamily.IPv4:
         raise BackendError("the iptables backend renders IPv4 only for now (ip6tables output is planned)")
@@ -37,13 +49,7 @@ def render_iptables(plan: Plan, options: RenderOptions) -> Artifact:
     )
     writer = _Writer(plan, ChainNames(options.chain_prefix), options, ports)
     filter_table, nat_table = writer.build()
-    text = render_template(
-        "iptables/restore.j2",
-        tables=[filter_table, nat_table],
-        jumps=options.jumps,
-        prefix=options.chain_prefix,
-    )
-    return Artifact("iptables", text, warnings)
+    return [filter_table, nat_table], warnings
 
 
 class _Writer:

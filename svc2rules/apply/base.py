@@ -1,0 +1,53 @@
+"""What a backend's applier provides to the engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from svc2rules.apply.runner import Runner
+from svc2rules.backends import RenderOptions
+from svc2rules.ir import Plan
+
+
+@dataclass
+class Change:
+    """One kernel write, ready to validate and load."""
+
+    kind: str  # "none" | "incremental" | "full" | "cleanup"
+    payload: str  # exactly what is loaded (printed by --dry-run)
+    summary: str
+    new_state: dict[str, Any] | None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Applier(Protocol):
+    name: str
+
+    def desired(self, plan: Plan, options: RenderOptions) -> Any: ...
+
+    def sysctls(self, plan: Plan) -> dict[str, str]: ...
+
+    def marker(self, runner: Runner, state: dict[str, Any] | None) -> str | None:
+        """The generation the kernel carries (cheap), or None when it carries none."""
+        ...
+
+    def read_live(self, runner: Runner, options: RenderOptions) -> dict[str, Any] | None:
+        """Slow path: what we own in the kernel, as a state, when the state file is not trusted."""
+        ...
+
+    def plan_change(
+        self, runner: Runner, old: dict[str, Any] | None, trusted: bool, desired: Any, generation: str
+    ) -> Change: ...
+
+    def plan_cleanup(self, runner: Runner, old: dict[str, Any] | None, options: RenderOptions) -> Change: ...
+
+    def validate(self, runner: Runner, change: Change) -> None: ...
+
+    def load(self, runner: Runner, change: Change) -> None: ...
+
+    def dump_live(self, runner: Runner, options: RenderOptions) -> str: ...
+
+    def dump_desired(self, runner: Runner, desired: Any) -> str: ...
+
+    def udp_facts(self, desired: Any) -> dict[str, dict[str, Any]]: ...

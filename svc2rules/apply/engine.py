@@ -1,0 +1,220 @@
+"""apply / diff / cleanup, the same for every backend.
+
+    lock -> read state (+ adopt or drop a pending one) -> cheap kernel check (marker)
+         -> plan the smallest write -> sysctls -> validate -> pending state
+         -> one kernel write -> commit state -> stale UDP conntrack entries
+
+A write that the kernel refuses leaves the host as it was and raises ApplyError naming
+the kernel's message, the offending line and its Service.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from svc2rules.apply import conntrack
+from svc2rules.apply.base import Applier
+from svc2rules.apply.host import ensure_sysctls, read_sysctl, require_net_admin
+from svc2rules.apply.lock import StateLock
+from svc2rules.apply.runner import Runner
+from svc2rules.apply.state import DEFAULT_STATE_DIR, StateStore, new_generation
+from svc2rules.backends import RenderOptions, get_backend
+from svc2rules.errors import ApplyError, UsageError
+from svc2rules.ir import Plan
+
+
+@dataclass(frozen=True)
+class ApplyOptions:
+    state_dir: Path = DEFAULT_STATE_DIR
+    dry_run: bool = False
+    sysctl: bool = True
+    lock_timeout: float = 60.0
+    conntrack: bool = True
+
+
+@dataclass
+class ApplyReport:
+    """What happened, for the CLI to print (stderr) and for tests/benchmarks to inspect."""
+
+    kind: str = "none"
+    summary: str = ""
+    payload: str = ""
+    written: bool = False
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    conntrack_deleted: int = 0
+
+
+def applier_for(backend: str) -> Applier:
+    factory = get_backend(backend).applier
+    if factory is None:
+        raise UsageError(f"backend {backend!r} cannot be applied to a host (compile only)")
+    applier: Applier = factory()
+    return applier
+
+
+class _Timer:
+    def __init__(self, report: ApplyReport) -> None:
+        self.report = report
+        self.last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.report.timings[name] = self.report.timings.get(name, 0.0) + now - self.last
+        self.last = now
+
+
+def _trusted_state(
+    applier: Applier,
+    runner: Runner,
+    store: StateStore,
+    options: RenderOptions,
+    report: ApplyReport,
+    *,
+    dry_run: bool,
+) -> tuple[dict[str, Any] | None, bool]:
+    """The state to diff against and whether it matches the kernel."""
+    state = store.load()
+    pending = store.load_pending()
+    marker = applier.marker(runner, pending or state)
+    if pending is not None:
+        if marker is not None and marker == pending.get("generation"):
+            # The previous run loaded its rules but died before recording them.
+            if not dry_run:
+                store.commit_pending()
+            report.notes.append(f"adopted the state of an interrupted run (generation {marker})")
+            state = pending
+        elif not dry_run:
+            store.drop_pending()
+    if state is not None and marker is not None and marker == state.get("generation"):
+        return state, True
+    if state is not None:
+        report.notes.append(
+            f"state file does not match the kernel (kernel generation {marker or 'none'}, "
+            f"state {state.get('generation')}): reading our objects back from the kernel"
+        )
+    # Untrusted: read what we own from the kernel (slow but rare: first run, drift, crash).
+    return applier.read_live(runner, options), False
+
+
+def apply_plan(
+    plan: Plan,
+    backend: str,
+    render_options: RenderOptions,
+    options: ApplyOptions,
+    runner: Runner | None = None,
+) -> ApplyReport:
+    applier = applier_for(backend)
+    report = ApplyReport()
+    timer = _Timer(report)
+    require_net_admin()
+    desired = applier.desired(plan, render_options)
+    timer.lap("render")
+    store = StateStore(options.state_dir, backend)
+    with StateLock(options.state_dir, options.lock_timeout) as lock:
+        runner = runner or Runner(keep_fds=(lock.fd,) if lock.fd is not None else ())
+        timer.lap("lock")
+        old, trusted = _trusted_state(applier, runner, store, render_options, report, dry_run=options.dry_run)
+        timer.lap("check")
+        change = applier.plan_change(runner, old, trusted, desired, new_generation())
+        timer.lap("plan")
+        report.kind, report.summary, report.payload = change.kind, change.summary, change.payload
+        wanted_sysctls = applier.sysctls(plan)
+        if options.dry_run:
+            missing = {k: v for k, v in wanted_sysctls.items() if read_sysctl(k) != v}
+            for name, value in sorted(missing.items()):
+                report.notes.append(f"would set sysctl {name}={value} (is {read_sysctl(name)})")
+            return report
+        for line in ensure_sysctls(wanted_sysctls, allowed=options.sysctl):
+            report.notes.append(f"set sysctl {line}")
+        if change.kind == "none":
+            return report
+        applier.validate(runner, change)
+        timer.lap("validate")
+        assert change.new_state is not None
+        store.write_pending(change.new_state)
+        timer.lap("state")
+        try:
+            applier.load(runner, change)
+        except ApplyError:
+            store.drop_pending()
+            raise
+        timer.lap("load")
+        report.written = True
+        store.commit_pending()
+        timer.lap("state")
+        if options.conntrack:
+            old_udp = (old or {}).get("udp", {}) if old else {}
+            deletions = conntrack.stale_deletions(old_udp, change.new_state.get("udp", {}))
+            if deletions:
+                deleted, warnings = conntrack.clear_stale(runner, deletions)
+                report.conntrack_deleted = deleted
+                report.notes.extend(warnings)
+                report.notes.append(
+                    f"conntrack: deleted {deleted} stale UDP entr{'y' if deleted == 1 else 'ies'}"
+                )
+            timer.lap("conntrack")
+    return report
+
+
+def cleanup_host(
+    backend: str, render_options: RenderOptions, options: ApplyOptions, runner: Runner | None = None
+) -> ApplyReport:
+    applier = applier_for(backend)
+    report = ApplyReport()
+    require_net_admin()
+    store = StateStore(options.state_dir, backend)
+    with StateLock(options.state_dir, options.lock_timeout) as lock:
+        runner = runner or Runner(keep_fds=(lock.fd,) if lock.fd is not None else ())
+        state = store.load_pending() or store.load()
+        change = applier.plan_cleanup(runner, state, render_options)
+        report.kind, report.summary, report.payload = change.kind, change.summary, change.payload
+        if options.dry_run or change.kind == "none":
+            if not options.dry_run:
+                store.remove()
+            return report
+        applier.validate(runner, change)
+        applier.load(runner, change)
+        report.written = True
+        store.remove()
+    return report
+
+
+def diff_plan(
+    plan: Plan,
+    backend: str,
+    render_options: RenderOptions,
+    options: ApplyOptions,
+    runner: Runner | None = None,
+) -> tuple[str, bool]:
+    """Unified diff of our owned objects, live (kernel) vs compiled, in the kernel's own spelling."""
+    applier = applier_for(backend)
+    require_net_admin()
+    desired = applier.desired(plan, render_options)
+    with StateLock(options.state_dir, options.lock_timeout):
+        runner = runner or Runner()
+        live = applier.dump_live(runner, render_options)
+    compiled = applier.dump_desired(runner, desired)
+    lines = list(
+        difflib.unified_diff(
+            live.splitlines(keepends=True),
+            compiled.splitlines(keepends=True),
+            fromfile=f"live ({backend})",
+            tofile=f"compiled ({backend})",
+            n=2,
+        )
+    )
+    return "".join(lines), bool(lines)
+
+
+def print_report(report: ApplyReport, *, verbose_timings: bool = False) -> None:
+    for note in report.notes:
+        sys.stderr.write(f"{note}\n")
+    if verbose_timings:
+        parts = " ".join(f"{k}={v:.3f}s" for k, v in report.timings.items())
+        sys.stderr.write(f"timings: {parts}\n")

@@ -1,0 +1,91 @@
+"""The one place that starts processes (iptables-restore, nft, conntrack, unshare).
+
+Everything else builds argv lists and payloads; tests and `--dry-run` can see exactly
+what would run. Kernel loaders run in their own session so a Ctrl-C aimed at `apply`
+cannot stop them between two table commits, and they inherit the lock's descriptor:
+if `apply` itself is killed, the lock stays held until the loader has finished, so
+whoever takes the lock next sees the old or the new ruleset, never a load in flight.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from svc2rules.errors import ApplyError
+
+# Tools live in /usr/sbin on Debian; a non-login root shell may not have it on PATH.
+_EXTRA_PATH = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+def which(tool: str) -> str | None:
+    found = shutil.which(tool)
+    if found:
+        return found
+    for folder in _EXTRA_PATH:
+        candidate = os.path.join(folder, tool)
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+@dataclass
+class Runner:
+    """Runs host tools. `keep_fds` are inherited by kernel loaders (the lock)."""
+
+    keep_fds: tuple[int, ...] = ()
+    timeout: float = 600.0
+    log: list[tuple[str, ...]] = field(default_factory=list)
+
+    def _resolve(self, argv: Sequence[str]) -> list[str]:
+        path = which(argv[0])
+        if path is None:
+            raise ApplyError(f"{argv[0]} not found: install it (iptables, nftables, conntrack packages)")
+        return [path, *argv[1:]]
+
+    def run(self, argv: Sequence[str], *, stdin: str | None = None, loader: bool = False) -> Result:
+        """Run argv; never raises on a non-zero exit (callers map errors themselves)."""
+        full = self._resolve(argv)
+        self.log.append(tuple(argv))
+        try:
+            proc = subprocess.run(
+                full,
+                input=stdin,
+                capture_output=True,
+                text=True,
+                timeout=self.timeout,
+                check=False,
+                pass_fds=self.keep_fds if loader else (),
+                start_new_session=loader,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise ApplyError(f"{argv[0]} did not finish within {self.timeout:.0f} s") from exc
+        except OSError as exc:
+            raise ApplyError(f"cannot run {argv[0]}: {exc.strerror or exc}") from exc
+        return Result(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
+
+    def check(self, argv: Sequence[str], *, stdin: str | None = None, loader: bool = False) -> Result:
+        result = self.run(argv, stdin=stdin, loader=loader)
+        if not result.ok:
+            raise ApplyError(f"{' '.join(argv)} failed: {first_line(result.stderr or result.stdout)}")
+        return result
+
+
+def first_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return " / ".join(lines[:3]) if lines else "(no message)"
