@@ -1,0 +1,108 @@
+"""Fixtures for tests that need a real Debian kernel (IPVS) in a QEMU VM; see docs/vm.md.
+
+    @pytest.mark.vm
+    @pytest.mark.root
+    def test_something(ipvs_vm: VmRunner, tmp_path: Path) -> None:
+        res = ipvs_vm.run(script, files={"rules": data}, out_dir=tmp_path).check()
+
+Boots cost seconds and userland runs 20-50x slower under TCG: batch many checks into one run.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn, TextIO
+
+import pytest
+
+from .harness import (
+    VmBuildError,
+    VmImage,
+    VmResult,
+    VmUnavailable,
+    default_checkout,
+    default_python,
+    ensure_image,
+    ensure_qemu,
+    run_in_vm,
+)
+
+
+def vm_required() -> bool:
+    """Must the VM tests run here?  In CI (CI=true) they must: a skip there would hide a
+    broken harness.  SVC2RULES_VM_REQUIRED=0/1 overrides."""
+    default = "1" if os.environ.get("CI", "").lower() == "true" else "0"
+    return os.environ.get("SVC2RULES_VM_REQUIRED", default) == "1"
+
+
+def vm_unavailable(reason: str) -> NoReturn:
+    if vm_required():
+        pytest.fail(
+            f"the VM tests must run here (CI, or SVC2RULES_VM_REQUIRED=1), but: {reason}", pytrace=False
+        )
+    pytest.skip(reason)
+
+
+@dataclass(frozen=True)
+class VmRunner:
+    """run_in_vm() bound to a built image and to the checkout under test."""
+
+    image: VmImage
+    checkout: Path
+    python: Path
+
+    def run(
+        self,
+        script: str,
+        *,
+        files: Mapping[str, bytes] | None = None,
+        host_root: bool = True,
+        timeout: float = 300,
+        env: Mapping[str, str] | None = None,
+        out_dir: Path | str | None = None,
+        modules: Sequence[str] | None = None,
+        mem_mb: int = 1024,
+        stream: TextIO | None = None,
+    ) -> VmResult:
+        return run_in_vm(
+            script,
+            files=files,
+            host_root=host_root,
+            timeout=timeout,
+            env=env,
+            out_dir=out_dir,
+            modules=modules,
+            checkout=self.checkout,
+            python=self.python,
+            image=self.image,
+            mem_mb=mem_mb,
+            stream=stream,
+        )
+
+
+@pytest.fixture(scope="session")
+def vm_image() -> VmImage:
+    """The cached kernel + initramfs (built on first use: ~1 min), or a skip with the reason."""
+    if platform.system() != "Linux" or platform.machine() != "x86_64":
+        pytest.skip(f"the test VM needs an x86_64 Linux host, not {platform.system()} {platform.machine()}")
+    if os.geteuid() != 0:
+        # qemu-system-x86 is installed as root, and --host mode shares / as this user
+        pytest.skip("needs root: installs qemu-system-x86 and shares this machine's / with the VM")
+    try:
+        ensure_qemu()
+        return ensure_image()
+    except VmUnavailable as exc:
+        vm_unavailable(f"cannot run the test VM: {exc}")
+    except VmBuildError as exc:
+        # not a missing resource: a bug, or Debian changed something the build relies on
+        pytest.fail(f"building the test VM image failed: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def ipvs_vm(vm_image: VmImage) -> VmRunner:
+    checkout = default_checkout()
+    return VmRunner(image=vm_image, checkout=checkout, python=default_python(checkout))
