@@ -87,8 +87,8 @@ def stale_deletions(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any
                     )
                 )
     for key, after in sorted(new.items()):
-        before = old.get(key)
-        if not after["endpoints"] or (before is not None and before["endpoints"]):
+        previous = old.get(key)
+        if not after["endpoints"] or (previous is not None and previous["endpoints"]):
             continue
         for vip, vport in after["frontends"]:
             out.append(

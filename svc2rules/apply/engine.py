@@ -155,9 +155,10 @@ def apply_plan(
                 deleted, warnings = conntrack.clear_stale(runner, deletions)
                 report.conntrack_deleted = deleted
                 report.notes.extend(warnings)
-                report.notes.append(
-                    f"conntrack: deleted {deleted} stale UDP entr{'y' if deleted == 1 else 'ies'}"
-                )
+                if deleted:
+                    report.notes.append(
+                        f"conntrack: deleted {deleted} stale UDP entr{'y' if deleted == 1 else 'ies'}"
+                    )
             timer.lap("conntrack")
     return report
 

@@ -10,6 +10,7 @@ otherwise. Writes are atomic (temporary file, fsync, rename).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -51,17 +52,13 @@ class StateStore:
             raise ApplyError(f"cannot update state file {self.path}: {exc.strerror or exc}") from exc
 
     def drop_pending(self) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.pending_path.unlink()
-        except FileNotFoundError:
-            pass
 
     def remove(self) -> None:
         for path in (self.path, self.pending_path):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-            except FileNotFoundError:
-                pass
 
 
 def _read(path: Path) -> dict[str, Any] | None:

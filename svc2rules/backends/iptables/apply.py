@@ -355,7 +355,7 @@ class IptablesApplier:
             count += len(chains)
         if not lines:
             return Change("none", "", "nothing of ours on this host", None)
-        return Change("cleanup", "\n".join(lines) + "\n", f"cleanup: {count} chain(s) removed", None, {})
+        return Change("cleanup", "\n".join(lines) + "\n", f"{count} chain(s) and their jumps removed", None, {})
 
     # -- validation and loading ------------------------------------------------------------
 
