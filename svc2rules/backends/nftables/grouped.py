@@ -35,7 +35,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from svc2rules.backends.nftables.objects import Chain, Collection, Hook, Table
-from svc2rules.backends.nftables.text import ip_key, net_key
+from svc2rules.backends.nftables.text import ip_key, quote_comment
 from svc2rules.ir import Endpoint, Plan, ServicePort
 
 FRONTEND = "ipv4_addr . inet_proto . inet_service"
@@ -215,8 +215,8 @@ class GroupedLayout:
     def _comment(self, sp: ServicePort) -> str:
         return str(sp.key) if self.element_comments else ""
 
-    def _claim(self, target: Collection, key: str, sort: object, value: str, sp: ServicePort) -> bool:
-        if target.add(key, sort, value, self._comment(sp)):
+    def _claim(self, target: Collection, key: str, value: str, sp: ServicePort) -> bool:
+        if target.add(key, value, self._comment(sp)):
             return True
         self.warnings.append(f"{sp.key}: {target.name} already has {key}; the first service port keeps it")
         return False
@@ -226,62 +226,57 @@ class GroupedLayout:
         no_endpoints = "drop" if sp.has_endpoints else "goto reject-chain"
         comment = self._comment(sp)
 
-        key, sort = self._frontend(sp.cluster_ip, proto, sp.port)
+        key = f"{sp.cluster_ip} . {proto} . {sp.port}"
         if sp.has_internal_endpoints:
-            if self._claim(self.service_ips, key, sort, "jump cluster-ip", sp):
-                self._pool("service", key, sort, f"{sp.cluster_ip} . {sp.port}", sp.internal_endpoints, sp)
+            if self._claim(self.service_ips, key, "jump cluster-ip", sp):
+                self._pool("service", key, f"{sp.cluster_ip} . {sp.port}", sp.internal_endpoints, sp)
         else:
-            self.no_endpoint_cluster_ips.add(key, sort, no_endpoints, comment)
+            self.no_endpoint_cluster_ips.add(key, no_endpoints, comment)
 
         local = sp.external_policy_local
         external = "external-local" if local else "external"
         for ip in sp.external_ips:
-            key, sort = self._frontend(ip, proto, sp.port)
-            if sp.has_endpoints and self._claim(self.service_ips, key, sort, f"jump {external}", sp):
-                self._external_pools("service", key, sort, f"{ip} . {sp.port}", sp)
+            key = f"{ip} . {proto} . {sp.port}"
+            if sp.has_endpoints and self._claim(self.service_ips, key, f"jump {external}", sp):
+                self._external_pools("service", key, f"{ip} . {sp.port}", sp)
             if not sp.has_external_endpoints:
-                self.no_endpoint_external_ips.add(key, sort, no_endpoints, comment)
+                self.no_endpoint_external_ips.add(key, no_endpoints, comment)
 
         lb_kind = ("firewall-local" if local else "firewall") if sp.uses_firewall else external
         for ip in sp.load_balancer_ips:
-            key, sort = self._frontend(ip, proto, sp.port)
-            if sp.has_endpoints and self._claim(self.service_ips, key, sort, f"jump {lb_kind}", sp):
-                self._external_pools("service", key, sort, f"{ip} . {sp.port}", sp)
+            key = f"{ip} . {proto} . {sp.port}"
+            if sp.has_endpoints and self._claim(self.service_ips, key, f"jump {lb_kind}", sp):
+                self._external_pools("service", key, f"{ip} . {sp.port}", sp)
                 if sp.uses_firewall:
-                    self._firewall(sp, key, sort)
+                    self._firewall(sp, key)
             if sp.uses_firewall:
-                self.firewall_ips.add(key, sort, None, comment)
+                self.firewall_ips.add(key, None, comment)
             if not sp.has_external_endpoints:
-                self.no_endpoint_external_ips.add(key, sort, no_endpoints, comment)
+                self.no_endpoint_external_ips.add(key, no_endpoints, comment)
 
         if sp.node_port:
-            np_key, np_sort = f"{proto} . {sp.node_port}", (proto, sp.node_port)
+            np_key = f"{proto} . {sp.node_port}"
             kind = "nodeport-local" if local else "nodeport"
-            if sp.has_endpoints and self._claim(self.service_nodeports, np_key, np_sort, f"jump {kind}", sp):
-                self._external_pools("nodeport", np_key, np_sort, str(sp.node_port), sp)
+            if sp.has_endpoints and self._claim(self.service_nodeports, np_key, f"jump {kind}", sp):
+                self._external_pools("nodeport", np_key, str(sp.node_port), sp)
             if not sp.has_external_endpoints:
-                self.no_endpoint_nodeports.add(np_key, np_sort, no_endpoints, comment)
+                self.no_endpoint_nodeports.add(np_key, no_endpoints, comment)
 
         for ep in sp.reachable_endpoints:
-            self.hairpin.add(f"{ep.ip} . {ep.ip}", ip_key(ep.ip))
+            self.hairpin.add(f"{ep.ip} . {ep.ip}", sort_key=ip_key(ep.ip))
 
-    @staticmethod
-    def _frontend(ip: str, proto: str, port: int) -> tuple[str, tuple[bytes, str, int]]:
-        return f"{ip} . {proto} . {port}", (ip_key(ip), proto, port)
-
-    def _external_pools(self, space: str, key: str, sort: object, pool_key: str, sp: ServicePort) -> None:
+    def _external_pools(self, space: str, key: str, pool_key: str, sp: ServicePort) -> None:
         if sp.has_external_endpoints:
-            self._pool(space, key, sort, pool_key, sp.external_endpoints, sp)
+            self._pool(space, key, pool_key, sp.external_endpoints, sp)
         if sp.external_policy_local:
             # Pods and the node itself are short-circuited to the Cluster endpoints (kube-proxy's
             # EXT chain: `-s podCIDR -j SVC`, `--src-type LOCAL -j SVC`).
-            self._pool(f"{space}-shortcut", key, sort, pool_key, sp.cluster_endpoints, sp)
+            self._pool(f"{space}-shortcut", key, pool_key, sp.cluster_endpoints, sp)
 
     def _pool(
         self,
         space_name: str,
         key: str,
-        sort: object,
         pool_key: str,
         endpoints: tuple[Endpoint, ...],
         sp: ServicePort,
@@ -293,23 +288,19 @@ class GroupedLayout:
         space = self.spaces[space_name]
         proto = sp.protocol.keyword
         comment = self._comment(sp)
-        space.selector.add(key, sort, f"goto {space.chain_name(proto, n)}", comment)
+        space.selector.add(key, f"goto {space.chain_name(proto, n)}", comment)
         pool = space.pool(proto, n)
-        for i, ep in enumerate(endpoints):
-            pool.add(f"{pool_key} . {i}", (sort, i), f"{ep.ip} . {ep.port}", comment)
+        # Keys are new: `key` was claimed once in its dispatch map, and each space has its own maps.
+        tail = f" comment {quote_comment(comment)} : " if comment else " : "
+        pool.extend_unique([f"{pool_key} . {i}{tail}{ep.ip} . {ep.port}" for i, ep in enumerate(endpoints)])
         if sp.affinity_timeout:
             timeout = sp.affinity_timeout
             self.affinity_timeouts.add(timeout)
             record = self.affinity_nodeports if space_name.startswith("nodeport") else self.affinity_services
             for ep in endpoints:
-                record.add(
-                    f"{key} . {ep.ip} . {ep.port}",
-                    (sort, ip_key(ep.ip), ep.port),
-                    f"goto affinity-record-{timeout}",
-                    comment,
-                )
+                record.add(f"{key} . {ep.ip} . {ep.port}", f"goto affinity-record-{timeout}", comment)
 
-    def _firewall(self, sp: ServicePort, key: str, sort: object) -> None:
+    def _firewall(self, sp: ServicePort, key: str) -> None:
         ranges = [ipaddress.ip_network(r, strict=False) for r in sp.source_ranges]
         if self.node_ip is not None and any(ipaddress.ip_address(self.node_ip) in r for r in ranges):
             # A VIP-like load balancer routes node-to-VIP traffic back with the VIP as source.
@@ -318,7 +309,7 @@ class GroupedLayout:
         # Interval elements of one key must not overlap: merge them as iptables' rule list would match.
         for net in ipaddress.collapse_addresses(v4):
             text = str(net) if net.prefixlen < 32 else str(net.network_address)
-            self.firewall_allow.add(f"{key} . {text}", (sort, net_key(str(net))), None, self._comment(sp))
+            self.firewall_allow.add(f"{key} . {text}", None, self._comment(sp))
 
     # -- fixed part ------------------------------------------------------------------------------
 
@@ -346,7 +337,7 @@ class GroupedLayout:
         if self.node_port_ips:
             for ip in self.node_port_ips:
                 if not ipaddress.ip_address(ip).is_loopback:
-                    self.nodeport_ips.add(ip, ip_key(ip))
+                    self.nodeport_ips.add(ip, sort_key=ip_key(ip))
             t.collection(self.nodeport_ips)
         if self.affinity:
             for c in (self.affinity_map, self.affinity_services, self.affinity_nodeports):

@@ -43,35 +43,52 @@ class Collection:
 
     Keys are unique: the first element added for a key wins and later ones are reported, which is
     exactly how the first matching rule of a kube-proxy chain wins over later duplicates.
+    Elements print in the order they were added (the plan's canonical Service order, so one
+    Service's elements stay together), or sorted by `sort_key` when several Services share them.
     """
 
     kind: str
     name: str
     declaration: tuple[str, ...]  # e.g. ("type ipv4_addr . inet_service : verdict", "flags interval")
     comment: str = ""
-    _elements: dict[str, tuple[Any, str]] = field(default_factory=dict)
+    sort: bool = False
+    _keys: set[str] = field(default_factory=set)
+    _elements: list[tuple[Any, str]] = field(default_factory=list)
 
-    def add(self, key: str, sort_key: Any, value: str | None = None, comment: str = "") -> bool:
+    def add(self, key: str, value: str | None = None, comment: str = "", sort_key: Any = None) -> bool:
         """Add `key [comment] [: value]`; return False (and add nothing) when the key exists."""
-        if key in self._elements:
+        if key in self._keys:
             return False
+        self._keys.add(key)
         text = key
         if comment:
             text += f" comment {quote_comment(comment)}"
         if value is not None:
             text += f" : {value}"
-        self._elements[key] = (sort_key, text)
+        self._elements.append((sort_key, text))
         return True
 
+    def extend_unique(self, texts: list[str]) -> None:
+        """Append finished element lines whose keys the caller guarantees to be new (the hot path:
+        endpoint pools, whose keys extend a frontend key that was claimed once)."""
+        self._elements.extend((None, text) for text in texts)
+
     def __contains__(self, key: str) -> bool:
-        return key in self._elements
+        return key in self._keys
 
     def __len__(self) -> int:
         return len(self._elements)
 
     @property
     def elements(self) -> list[str]:
-        return [text for _, text in sorted(self._elements.values(), key=lambda item: item[0])]
+        items = sorted(self._elements, key=lambda item: item[0]) if self.sort else self._elements
+        return [text for _, text in items]
+
+    @property
+    def elements_text(self) -> str:
+        """One element per line, each ending with a comma (nft accepts the trailing one), so adding
+        or removing an element never touches its neighbours' lines."""
+        return "".join(f"\t\t\t{text},\n" for text in self.elements)
 
 
 @dataclass

@@ -48,7 +48,7 @@ def _script(text: str) -> str:
     dispatch = table.collection(
         Collection("map", "m", ("type ipv4_addr . inet_proto . inet_service : verdict",), text)
     )
-    dispatch.add("172.30.0.1 . tcp . 80", 0, "jump c", text)
+    dispatch.add("172.30.0.1 . tcp . 80", "jump c", text)
     chain = table.chain(Chain("c", text))
     chain.add("accept", text)
     return render_template(
