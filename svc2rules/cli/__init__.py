@@ -15,6 +15,7 @@ import typer
 from svc2rules.cli import apply as _apply  # noqa: F401  (registers apply, diff, cleanup)
 from svc2rules.cli import compile as _compile  # noqa: F401  (registers the command)
 from svc2rules.cli import explain as _explain  # noqa: F401  (registers the command)
+from svc2rules.cli import proxy as _proxy  # noqa: F401  (registers the command)
 from svc2rules.cli.common import ExitCode, app
 
 __all__ = ["ExitCode", "app", "main"]

@@ -1,0 +1,45 @@
+"""Where the proxy listens: the settings the rules and the running proxy must agree on."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+from svc2rules.errors import UsageError
+from svc2rules.userspace.ports import DEFAULT_PORT_RANGE, PortRange
+
+ANY_ADDRESS = "0.0.0.0"
+# Keys of RenderOptions.extra the userspace backend reads.
+PORT_RANGE_KEY = "port_range"
+BIND_KEY = "bind"
+
+
+@dataclass(frozen=True, slots=True)
+class Addressing:
+    port_range: PortRange
+    bind: str = ANY_ADDRESS
+
+    @property
+    def redirects(self) -> bool:
+        """Listening on every address, REDIRECT (to the address the packet arrived on) reaches
+        the proxy; bound to one address, the rules must DNAT to that address instead."""
+        return self.bind == ANY_ADDRESS
+
+    @classmethod
+    def create(cls, port_range: str | PortRange = DEFAULT_PORT_RANGE, bind: str = ANY_ADDRESS) -> Addressing:
+        ports = port_range if isinstance(port_range, PortRange) else PortRange.parse(port_range)
+        try:
+            address = ipaddress.ip_address(bind.strip())
+        except ValueError:
+            raise UsageError(f"bind address must be an IPv4 address, got {bind!r}") from None
+        if address.version != 4:
+            raise UsageError(f"the userspace proxy serves IPv4 only, got bind address {bind!r}")
+        return cls(ports, str(address))
+
+    @classmethod
+    def from_extra(cls, extra: dict[str, Any]) -> Addressing:
+        return cls.create(extra.get(PORT_RANGE_KEY, DEFAULT_PORT_RANGE), extra.get(BIND_KEY, ANY_ADDRESS))
+
+    def extra(self) -> dict[str, Any]:
+        return {PORT_RANGE_KEY: str(self.port_range), BIND_KEY: self.bind}
