@@ -16,6 +16,9 @@ from svc2rules.config import ProxyConfig
 from svc2rules.explain.model import Candidate, Explanation, Match, Origin, Query, Step, Verdict
 from svc2rules.ir import Endpoint, Frontend, FrontendKind, IPFamily, Plan, ServicePort
 
+# Backends whose dataplane follows kube-proxy's iptables/nftables semantics, which is what this
+# module models; others (a userspace proxy, IPVS) differ in masquerading and refusals.
+MODELLED_BACKENDS = frozenset({"iptables", "nftables"})
 # Only kube-proxy's iptables mode serves NodePorts on 127.0.0.1 (localhostNodePorts).
 LOCALHOST_NODEPORT_BACKENDS = frozenset({"iptables"})
 # How each backend remembers ClientIP affinity, for the note explain adds.
@@ -76,6 +79,8 @@ def explain(plan: Plan, query: Query, backend: str = "iptables") -> Explanation:
     family = IPFamily.IPv6 if ":" in query.dst else IPFamily.IPv4
     origin, why = origin_of(plan.config, query, family)
     t = _Trace(plan, query, origin, why, family, backend)
+    if backend not in MODELLED_BACKENDS:
+        t.notes.append(f"explain models the iptables and nftables backends; {backend} may differ")
     ports = plan.for_family(family)
     ip_matches = [
         (sp, fe)

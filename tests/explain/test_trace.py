@@ -261,3 +261,9 @@ def test_addresses_are_compared_in_canonical_form_and_families_must_agree() -> N
     assert e.verdict == Verdict.DNAT and e.query.dst == "fd00::10"
     with pytest.raises(ValueError, match="different IP families"):
         ask(plan_of(web()), "fd00::1", CIP, 80)
+
+
+def test_backends_explain_does_not_model_get_a_note() -> None:
+    plan = plan_of(web(), web_slice())
+    assert any("may differ" in n for n in ask(plan, POD, CIP, 80, backend="userspace").notes)
+    assert not ask(plan, POD, CIP, 80).notes
