@@ -9,6 +9,7 @@ from collections.abc import Generator, Iterator
 
 import pytest
 
+from .explain_check import check_explain
 from .lab import Lab
 from .loaders import Loader, available_loaders
 
@@ -54,3 +55,6 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Lab]:
         if call is not None and call.failed and the_lab.loaded:
             # Shows up under "Captured stdout teardown" of the failing test.
             print(the_lab.dump_state())
+        elif call is not None and call.passed:
+            # The kernel agreed with the scenario; `svc2rules explain` must agree with both.
+            check_explain(the_lab)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 from . import netns
 from .agents import Listeners
@@ -18,6 +19,16 @@ _SRC_PORT_FIRST, _SRC_PORT_LAST = 61000, 65535
 _ORIGIN_ROLE: dict[str, str] = {"ext": "ext", "pod": "pods", "node": "node"}
 
 
+@dataclass(frozen=True)
+class Deployment:
+    """A manifest ``scenario.deploy`` compiled and loaded; ``explain_check`` replays it afterwards."""
+
+    backend: str
+    manifest: str
+    masquerade_all: bool
+    first_probe: int  # index into Lab.history of the first probe run against these rules
+
+
 class Lab:
     """Build with :meth:`create` (a context manager) or the ``lab`` pytest fixture."""
 
@@ -28,6 +39,8 @@ class Lab:
         self.sink = Listeners(w["sink"], "sink", anyip=True)
         self.node_listeners = Listeners(w["node"], "node")
         self.loaded: list[tuple[str, str]] = []
+        self.deployments: list[Deployment] = []
+        self.history: list[ProbeResult] = []  # every probe's result, in order
         self._next_port: dict[tuple[str, str, str], int] = {}
 
     @classmethod
@@ -104,7 +117,9 @@ class Lab:
             )
 
         outcomes = asyncio.run(run_all())
-        return [ProbeResult(p, o, srcs) for (p, srcs, _), o in zip(plans, outcomes, strict=True)]
+        results = [ProbeResult(p, o, srcs) for (p, srcs, _), o in zip(plans, outcomes, strict=True)]
+        self.history.extend(results)
+        return results
 
     def _attempt(self, p: Probe, src: str | None) -> Attempt:
         port = self._src_port(p.origin, src, p.proto)

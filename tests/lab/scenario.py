@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from .lab import Lab
+from .lab import Deployment, Lab
 from .loaders import CompilerMissing, Loader, compile_manifest
 from .manifests import manifest
 
@@ -19,11 +19,13 @@ _CHI2_CRIT = {1: 23.93, 2: 27.63, 3: 30.66, 4: 33.38, 5: 35.89, 6: 38.26, 7: 40.
 
 def deploy(lab: Lab, backend: Loader, *docs: dict[str, Any], masquerade_all: bool = False) -> str:
     """Compile with the real CLI for this backend and load the result into the lab's node."""
+    source = manifest(*docs)
     try:
-        text = compile_manifest(backend.name, manifest(*docs), masquerade_all=masquerade_all)
+        text = compile_manifest(backend.name, source, masquerade_all=masquerade_all)
     except CompilerMissing as exc:
         pytest.skip(str(exc))
     lab.load(backend, text)
+    lab.deployments.append(Deployment(backend.name, source, masquerade_all, len(lab.history)))
     return text
 
 
