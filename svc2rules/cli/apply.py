@@ -100,6 +100,9 @@ def apply_command(
     chain_prefix: PrefixOpt = "SVC2R",
     table: TableOpt = "svc2rules",
     timings: Annotated[bool, typer.Option("--timings", hidden=True)] = False,
+    conntrack_cleanup: Annotated[
+        bool, typer.Option("--conntrack-cleanup/--no-conntrack-cleanup", hidden=True)
+    ] = True,
 ) -> None:
     """Load the compiled rules onto this host: validated, one transaction, only what changed."""
     with cli_errors(), _busy_is_3():
@@ -119,7 +122,13 @@ def apply_command(
             plan,
             backend_name,
             options,
-            ApplyOptions(state_dir=state_dir, dry_run=dry_run, sysctl=sysctl, lock_timeout=lock_timeout),
+            ApplyOptions(
+                state_dir=state_dir,
+                dry_run=dry_run,
+                sysctl=sysctl,
+                lock_timeout=lock_timeout,
+                conntrack=conntrack_cleanup,
+            ),
         )
         print_report(report, verbose_timings=timings)
         if dry_run:

@@ -15,9 +15,10 @@ Facts about iptables-nft 1.8.9 this design rests on (measured; see README "apply
   chains, so a full load is preceded by a no-op restore that creates them (append and
   delete a probe rule in the same transaction).
 * `--test` does not resolve chain references, so validation also checks every reference
-  to one of our chains statically and trial-loads the payload (filter section for full
-  loads; all of an incremental one, with placeholders for what it edits) in a scratch
-  network namespace (`unshare --net`).
+  to one of our chains statically and trial-loads the filter section (with placeholders
+  for the host's chains it edits) in a scratch network namespace (`unshare --net`). The
+  nat section needs no trial: it goes first, and a refused nat transaction leaves the
+  host unchanged.
 * A one-Service change writes only that Service's chains plus positional `-D`/`-I`/`-R`
   edits of the global chains, at positions taken from the state file.
 """
@@ -55,6 +56,7 @@ XTABLES_WAIT = "5"
 PROBE_COMMENT = "svc2rules-probe"
 _GENERATION = re.compile(r"svc2rules generation ([A-Za-z0-9-]+)")
 _LINE = re.compile(r"(?:line:? |line )(\d+)")
+_NAMED_CHAIN = re.compile(r"[Cc]hain [`'\"]?([A-Za-z0-9_.-]+)")
 _COMMENT = re.compile(r'--comment "?([a-z0-9.-]+/[a-z0-9.-]+(?::[a-z0-9-]+)?)')
 
 Chains = dict[str, list[str]]
@@ -355,7 +357,9 @@ class IptablesApplier:
             count += len(chains)
         if not lines:
             return Change("none", "", "nothing of ours on this host", None)
-        return Change("cleanup", "\n".join(lines) + "\n", f"{count} chain(s) and their jumps removed", None, {})
+        return Change(
+            "cleanup", "\n".join(lines) + "\n", f"{count} chain(s) and their jumps removed", None, {}
+        )
 
     # -- validation and loading ------------------------------------------------------------
 
@@ -407,8 +411,8 @@ class IptablesApplier:
                     )
 
     def _trial_payload(self, change: Change, lines: list[str]) -> str | None:
-        """What to load in a scratch namespace: all of an incremental write (with placeholders
-        standing in for the host's chains it edits), the filter section of a full one."""
+        """What to load in a scratch namespace: the filter section (written second, so it must
+        not fail once nat went in), with placeholders standing in for the host's chains it edits."""
         out: list[str] = []
         old: dict[str, dict[str, str]] = change.details.get("old", {})
         section: list[str] = []
@@ -420,7 +424,8 @@ class IptablesApplier:
             if line != "COMMIT":
                 section.append(line)
                 continue
-            if change.kind == "full" and table == "nat":
+            if table == "nat":
+                # nat is written first: if the kernel refuses it, nothing has changed yet.
                 continue
             declared = {ln[1:].split()[0] for ln in section if ln.startswith(":")}
             body = [ln for ln in section if not ln.startswith("-D ") or ln.split()[2].isdigit()]
@@ -494,6 +499,7 @@ class IptablesApplier:
         if match and lines:
             number = int(match.group(1))
             if 1 <= number <= len(lines):
+                number = _culprit(lines, number, message)
                 raise ApplyError(self._describe(f"{what}: {message}", number, lines[number - 1], change))
         raise ApplyError(f"{what}: {message}")
 
@@ -579,6 +585,25 @@ class IptablesApplier:
         nat, _, filt = result.stdout.partition("#--split--")
         out = self._owned_lines("nat", nat) + self._owned_lines("filter", filt)
         return "\n".join(out) + "\n" if out else ""
+
+
+def _culprit(lines: list[str], number: int, message: str) -> int:
+    """A refusal found at commit time is reported on the COMMIT line; when the kernel's
+    message names a chain, point at the line of that section that uses it instead."""
+    if lines[number - 1] != "COMMIT":
+        return number
+    named = _NAMED_CHAIN.search(message)
+    if not named:
+        return number
+    chain = named.group(1)
+    start = number - 1
+    while start > 0 and not lines[start - 1].startswith("*"):
+        start -= 1
+    for i in range(start, number - 1):
+        words = lines[i].split()
+        if chain in words[1:]:
+            return i + 1
+    return number
 
 
 def _positional(chain: str, old: list[str], new: list[str]) -> list[str]:

@@ -1,0 +1,119 @@
+"""Pure parts of apply: positional edits, script splitting, conntrack deletions, state file."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from svc2rules.apply.conntrack import stale_deletions
+from svc2rules.apply.state import StateStore
+from svc2rules.backends.iptables.apply import _culprit, _positional
+from svc2rules.backends.nftables.apply import element_key, split_script
+
+
+def replay(old: list[str], ops: list[str]) -> list[str]:
+    """What iptables does with -R/-D/-I CHAIN N (1-based), in order."""
+    rules = list(old)
+    for op in ops:
+        verb, _chain, pos, *rest = op.split(" ", 3)
+        index = int(pos) - 1
+        if verb == "-R":
+            rules[index] = rest[0]
+        elif verb == "-D":
+            del rules[index]
+        else:
+            assert 0 <= index <= len(rules)
+            rules.insert(index, rest[0])
+    return rules
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from([f"rule{i}" for i in range(12)]), max_size=30),
+    st.lists(st.sampled_from([f"rule{i}" for i in range(12)]), max_size=30),
+)
+def test_positional_edits_turn_old_into_new(old: list[str], new: list[str]) -> None:
+    assert replay(old, _positional("C", old, new)) == new
+
+
+def test_one_service_change_in_a_long_chain_is_a_few_edits() -> None:
+    old = [f"-d 172.16.{i // 250}.{i % 250} -j SVC-{i}" for i in range(10_000)]
+    new = list(old)
+    new[4321] = "-d 172.16.17.71 -j SVC-changed"
+    new.insert(9000, "-d 172.16.36.1 -j SVC-new")
+    del new[10]
+    ops = _positional("SVC2R-SERVICES", old, new)
+    assert len(ops) == 3
+    assert replay(old, ops) == new
+
+
+def test_commit_time_refusal_points_at_the_line_using_the_chain() -> None:
+    lines = ["*nat", ":A - [0:0]", "-A A -j RETURN", "-A A -j SVC2R-SEP-X", "COMMIT"]
+    assert _culprit(lines, 5, "Chain 'SVC2R-SEP-X' does not exist") == 4
+    assert _culprit(lines, 3, "whatever") == 3
+
+
+def test_split_script_separates_skeleton_and_elements() -> None:
+    text = (
+        "table ip t {\n"
+        "\tmap m {\n\t\ttype ipv4_addr : verdict\n\t\telements = {\n"
+        '\t\t\t1.2.3.4 comment "ns/a:p" : goto c,\n\t\t\t5.6.7.8 : drop,\n\t\t}\n\t}\n'
+        "\tset s {\n\t\ttype ipv4_addr\n\t}\n"
+        "\tchain c {\n\t\treject\n\t}\n}\n"
+    )
+    skeleton, elements = split_script(text)
+    assert "1.2.3.4" not in skeleton and "elements" not in skeleton and "reject" in skeleton
+    assert elements == {
+        "m": {"1.2.3.4": '1.2.3.4 comment "ns/a:p" : goto c', "5.6.7.8": "5.6.7.8 : drop"},
+        "s": {},
+    }
+    assert element_key("1.2.3.4 . tcp . 80 : jump x") == "1.2.3.4 . tcp . 80"
+
+
+def udp(endpoints: list[tuple[str, int]], nodeport: int = 0) -> dict[str, object]:
+    return {
+        "frontends": [["172.30.0.10", 53]],
+        "nodeports": [nodeport] if nodeport else [],
+        "endpoints": [list(e) for e in endpoints],
+    }
+
+
+def test_stale_conntrack_deletions_follow_kube_proxy() -> None:
+    old = {"kube-system/dns:dns": udp([("10.0.0.1", 53), ("10.0.0.2", 53)], 30053), "a/b": udp([])}
+    new = {"kube-system/dns:dns": udp([("10.0.0.2", 53)], 30053), "a/b": udp([("10.0.0.9", 53)])}
+    argvs = [" ".join(d.argv) for d in stale_deletions(old, new)]
+    assert argvs == [
+        "conntrack -D -p udp --orig-dst 172.30.0.10 --orig-port-dst 53 --reply-src 10.0.0.1 --reply-port-src 53",
+        "conntrack -D -p udp --orig-port-dst 30053 --reply-src 10.0.0.1 --reply-port-src 53",
+        "conntrack -D -p udp --orig-dst 172.30.0.10 --orig-port-dst 53",  # a/b went 0 -> 1
+    ]
+    assert stale_deletions(new, new) == []
+    # A Service that disappears: its endpoints' entries go too.
+    assert len(stale_deletions(old, {})) == 4  # 2 endpoints x (ClusterIP + NodePort)
+
+
+def test_state_pending_commit_and_drop(tmp_path: Path) -> None:
+    store = StateStore(tmp_path, "iptables")
+    assert store.load() is None
+    store.write_pending({"generation": "1-a"})
+    assert store.load() is None and store.load_pending() == {"format": 1, "generation": "1-a"}
+    store.commit_pending()
+    assert store.load() == {"format": 1, "generation": "1-a"} and store.load_pending() is None
+    store.write_pending({"generation": "2-b"})
+    store.drop_pending()
+    assert store.load_pending() is None and store.load() is not None
+    (tmp_path / "iptables.json").write_text("{torn")
+    assert store.load() is None  # unreadable state: unknown, so the kernel is read back
+    store.remove()
+    assert not list(tmp_path.glob("iptables*"))
+
+
+def test_replay_helper_matches_random_edits() -> None:
+    rng = random.Random(7)
+    old = [f"r{i}" for i in range(200)]
+    new = [r for r in old if rng.random() > 0.1] + ["x1", "x2"]
+    rng.shuffle(new[:20])
+    assert replay(old, _positional("C", old, new)) == new
