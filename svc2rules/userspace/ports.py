@@ -5,9 +5,10 @@ endpoint list it serves) and the port range: the first candidate is a hash of th
 so adding, removing or reordering other Services never moves it. Only when two identities
 hash to the same port does one of them move, and which one is decided without looking at
 input order: identities are placed in sorted order, each taking the first free port from
-its own hash onwards (linear probing, wrapping around the range). So a change to one
-Service can move another Service's port only if the two collide, with probability about
-(listeners in use) / (size of the range).
+its own hash onwards (linear probing, wrapping around the range). So a new listener can move
+an existing one only when it hashes onto a port already taken (or onto one that a listener
+probing past a collision would take), with probability about (listeners in use) / (size of
+the range); changing a Service's endpoints or port numbers never changes its identities.
 """
 
 from __future__ import annotations
