@@ -103,6 +103,10 @@ record python "${SVC2RULES_PYTHON:?}" /job/guest_pyroute2.py "$out/python.json"
 cat "$out/python"
 record ipvsadm-save-2 ipvsadm-save -n
 
+step "the VM's own tools (the fallbacks for hosts without them) read the same state"
+record fallback-ipvsadm-save "$SVC2RULES_VM_TOOLS/ipvsadm-save" -n
+record fallback-iptables-save "$SVC2RULES_VM_TOOLS/iptables-save" -t nat
+
 step "ipset restore, and a REJECT rule matching the set"
 record ipset-restore ipset restore <<'EOF'
 create svc2rules-selftest hash:ip,port family inet hashsize 64 maxelem 64

@@ -5,27 +5,40 @@
 #   /etc/svc2rules-vm/job.conf     VM_MODE=host|initramfs, VM_MODULES, VM_OUT (shell)
 #   /etc/svc2rules-vm/job.env      the caller's environment variables (shell)
 # Serial ports: ttyS0 kernel console, ttyS1 the job's stdout+stderr, ttyS2 status lines
-# ("t_init=", "t_job=", "t_end=" guest uptimes; "rc=N" or "error=..." last).
+# ("t_<stage>=<guest uptime>" marks, then "rc=N" or "error=...").
+# Every fork+exec costs 50-100 ms under TCG, so this uses shell builtins where it can and
+# does its mounts in a few `mount -a` calls over generated fstabs.
 # shellcheck shell=dash
 # shellcheck disable=SC1091  # the sourced files are generated per run
 
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root TERM=dumb LANG=C.UTF-8
-
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-mkdir -p /dev/pts /dev/shm
-mount -t devpts devpts /dev/pts
-mount -t tmpfs tmpfs /dev/shm
-mount -t tmpfs tmpfs /tmp
-mount -t tmpfs tmpfs /run
-
 OUT=/dev/ttyS1
 ST=/dev/ttyS2
-uptime_s() { cut -d' ' -f1 /proc/uptime; }
+
+# The initramfs is already a writable tmpfs, so /tmp and /run need no mounts of their own.
+# /run/svc2rules-vm/root: the initramfs itself, for the fallback tools (vmbuild.py) in both
+# modes; /run/svc2rules-vm/bin links to them.
+cat > /etc/fstab <<'EOF'
+proc /proc proc defaults 0 0
+sysfs /sys sysfs defaults 0 0
+devtmpfs /dev devtmpfs defaults 0 0
+EOF
+mount -a
+mkdir -p /dev/pts /dev/shm
+cat > /etc/fstab <<'EOF'
+devpts /dev/pts devpts defaults 0 0
+tmpfs /dev/shm tmpfs defaults 0 0
+/ /run/svc2rules-vm/root none bind 0 0
+EOF
+mount -a
+
+mark() {
+    read -r up _ < /proc/uptime
+    echo "t_$1=$up" > "$ST"
+}
 status() { echo "$*" > "$ST"; }
-status "t_init=$(uptime_s)"
+mark init
 # raw: no \n -> \r\n translation, no echo of what the host never sends
 stty -F "$OUT" raw -echo 2>/dev/null
 
@@ -57,10 +70,9 @@ kill_all_but_init() {
 
 finish() {
     kill_all_but_init
-    status "t_end=$(uptime_s)"
+    mark end
     status "$1"
-    sync
-    # qemu runs with -no-reboot, so this ends it
+    # qemu runs with -no-reboot, so this ends it (and syncs first)
     reboot -f
     sleep 5
     echo b > /proc/sysrq-trigger
@@ -76,56 +88,54 @@ VM_MODULES=""
 VM_OUT=""
 [ -f /etc/svc2rules-vm/job.conf ] && . /etc/svc2rules-vm/job.conf
 
-# One modprobe call for all of them: each busybox start costs ~50 ms under TCG.
-if [ -n "$VM_MODULES" ]; then
-    # shellcheck disable=SC2086  # a word list on purpose
-    modprobe -a $VM_MODULES > /tmp/modprobe.log 2>&1 || echo "svc2rules-vm: modprobe -a $VM_MODULES: $(cat /tmp/modprobe.log)" > "$OUT"
+NEED_9P=""
+if [ "$VM_MODE" = host ] || [ -n "$VM_OUT" ]; then
+    NEED_9P="virtio_pci 9pnet_virtio 9p overlay"
 fi
+# one modprobe call for all of them
+if [ -n "$VM_MODULES$NEED_9P" ]; then
+    # shellcheck disable=SC2086  # word lists on purpose
+    modprobe -a $NEED_9P $VM_MODULES > /tmp/modprobe.log 2>&1 \
+        || echo "svc2rules-vm: modprobe -a $NEED_9P $VM_MODULES: $(cat /tmp/modprobe.log)" > "$OUT"
+fi
+mark modules
 # Module autoloading (ipvsadm's scheduler, genetlink families, "type dummy", nft
 # expressions, ...) runs this /sbin/modprobe: PID 1 keeps the initramfs as its root.
 echo /sbin/modprobe > /proc/sys/kernel/modprobe
 ip link set lo up
 
-if [ "$VM_MODE" = host ] || [ -n "$VM_OUT" ]; then
-    modprobe -a virtio_pci 9pnet_virtio 9p overlay > /tmp/modprobe.log 2>&1 \
-        || infra_error "cannot load the 9p/overlay modules: $(cat /tmp/modprobe.log)"
-fi
-if [ -n "$VM_OUT" ]; then
-    mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 out /out \
-        || infra_error "cannot mount the output dir over 9p"
-fi
-
-mkdir -p /run/svc2rules-vm
+P9="trans=virtio,version=9p2000.L,msize=512000"
 ROOT=/
 if [ "$VM_MODE" = host ]; then
     # The host's / read-only over 9p, a tmpfs on top: writes work and vanish with the VM.
-    mkdir -p /mnt/host /mnt/rw
-    mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose host /mnt/host \
-        || infra_error "cannot mount the host root over 9p"
-    mount -t tmpfs -o size=75% tmpfs /mnt/rw
-    mkdir -p /mnt/rw/upper /mnt/rw/work
-    mount -t overlay overlay -o lowerdir=/mnt/host,upperdir=/mnt/rw/upper,workdir=/mnt/rw/work /newroot \
-        || infra_error "cannot mount the overlay root"
     N=/newroot
-    mount -t proc proc $N/proc
-    mount -t sysfs sysfs $N/sys
-    mount -t devtmpfs devtmpfs $N/dev
-    mkdir -p $N/dev/pts $N/dev/shm
-    mount -t devpts devpts $N/dev/pts
-    mount -t tmpfs tmpfs $N/dev/shm
-    # A fresh /run: the host's would show its network namespaces (/run/netns) and locks.
-    # /tmp stays the host's (through the overlay): a checkout under /tmp must stay visible.
-    mount -t tmpfs tmpfs $N/run
-    mkdir -p $N/job $N/run/svc2rules-vm/root $N/lib/modules
-    # bind mounts, not copies: a copy-up through overlay+9p is slow under TCG
-    mount --bind /job $N/job
-    mount --bind / $N/run/svc2rules-vm/root
-    mount --bind /lib/modules $N/lib/modules
-    if [ -n "$VM_OUT" ]; then
-        mkdir -p $N/out
-        mount --bind /out $N/out
-    fi
+    {
+        echo "host /mnt/host 9p $P9,ro,cache=loose 0 0"
+        echo "tmpfs /mnt/rw tmpfs size=75% 0 0"
+        [ -n "$VM_OUT" ] && echo "out /out 9p $P9 0 0"
+    } > /etc/fstab
+    mount -a 2> /tmp/mount.log || infra_error "cannot mount the host root over 9p: $(cat /tmp/mount.log)"
+    mkdir -p /mnt/rw/upper /mnt/rw/work
+    echo "overlay $N overlay lowerdir=/mnt/host,upperdir=/mnt/rw/upper,workdir=/mnt/rw/work 0 0" > /etc/fstab
+    mount -a 2> /tmp/mount.log || infra_error "cannot mount the overlay root: $(cat /tmp/mount.log)"
+    # (in the overlay's upper layer: the host need not have them)
+    mkdir -p $N/job $N/lib/modules $N/out
+    # Fresh proc and sys; /dev and /run are the initramfs' (bind mounts, not copies: a
+    # copy-up through overlay+9p is slow under TCG).  The host's /run would show its network
+    # namespaces (/run/netns) and locks.  /tmp stays the host's (through the overlay): a
+    # checkout under /tmp must stay visible.
+    {
+        echo "proc $N/proc proc defaults 0 0"
+        echo "sysfs $N/sys sysfs defaults 0 0"
+        echo "/dev $N/dev none rbind 0 0"
+        echo "/run $N/run none rbind 0 0"
+        echo "/job $N/job none bind 0 0"
+        echo "/lib/modules $N/lib/modules none bind 0 0"
+        [ -n "$VM_OUT" ] && echo "/out $N/out none bind 0 0"
+    } > /etc/fstab
+    mount -a 2> /tmp/mount.log || infra_error "cannot set up the host root: $(cat /tmp/mount.log)"
     ROOT=$N
+    mark root
     # modprobe & co. from the initramfs first (the host's kmod, if any, knows nothing of
     # this kernel); the host's tools next; the VM's own tools as a fallback.
     PATH=/run/svc2rules-vm/root/usr/libexec/svc2rules-vm/override:/usr/local/sbin:/usr/local/bin
@@ -134,15 +144,15 @@ if [ "$VM_MODE" = host ]; then
     # the job does not need (and, under TCG, should not pay for) writing .pyc files that
     # vanish with the VM
     export PYTHONDONTWRITEBYTECODE=1
-else
-    ln -s / /run/svc2rules-vm/root
+elif [ -n "$VM_OUT" ]; then
+    echo "out /out 9p $P9 0 0" > /etc/fstab
+    mount -a 2> /tmp/mount.log || infra_error "cannot mount the output dir over 9p: $(cat /tmp/mount.log)"
 fi
-ln -s root/usr/libexec/svc2rules-vm/bin $ROOT/run/svc2rules-vm/bin
 
 export SVC2RULES_VM=1 SVC2RULES_VM_MODE="$VM_MODE" SVC2RULES_VM_TOOLS=/run/svc2rules-vm/bin
 [ -n "$VM_OUT" ] && export SVC2RULES_VM_OUT=/out
 [ -f /etc/svc2rules-vm/job.env ] && . /etc/svc2rules-vm/job.env
 
-status "t_job=$(uptime_s)"
+mark job
 chroot "$ROOT" /bin/sh -c 'cd /job && exec ./run.sh' < /dev/null > "$OUT" 2>&1
 finish "rc=$?"

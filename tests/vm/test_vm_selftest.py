@@ -123,6 +123,12 @@ def test_iptables_restore_rules_take_effect(selftest: Evidence) -> None:
     assert selftest["dnat"].split() == ["rs2"] * 3, selftest.context()
 
 
+def test_fallback_tools_of_the_vm_work_in_host_mode(selftest: Evidence) -> None:
+    # what a host without ipvsadm/iptables would get: the VM's own binaries and libraries
+    assert selftest["fallback-ipvsadm-save"] == selftest["ipvsadm-save-2"]
+    assert "-A SVC2RULES-SELFTEST -p tcp -m tcp" in selftest["fallback-iptables-save"]
+
+
 def test_ipset_restore_and_match(selftest: Evidence) -> None:
     assert selftest.rc("ipset-restore") == 0, selftest["ipset-restore"]
     assert "add svc2rules-selftest 10.244.1.2,tcp:80" in selftest["ipset-save"].splitlines()
@@ -166,3 +172,32 @@ def test_timeout_kills_the_vm(ipvs_vm: VmRunner) -> None:
     res = run_in_vm("sleep 600", image=ipvs_vm.image, timeout=2)
     assert res.rc == RC_TIMEOUT and res.error and "timeout" in res.error
     assert res.duration < 10
+
+
+INITRAMFS_SCRIPT = """\
+set -e
+ipvsadm -A -t 10.96.0.10:80 -s wrr
+ipvsadm -a -t 10.96.0.10:80 -r 10.244.1.2:80 -m -w 2
+ipvsadm-save -n
+printf 'create s1 hash:ip\\nadd s1 10.0.0.1\\n' | ipset restore
+ipset save s1
+printf '*nat\\n:X - [0:0]\\n-A OUTPUT -p tcp -j X\\nCOMMIT\\n' | iptables-restore
+iptables-save -t nat
+nft add table ip t1
+nft list tables
+ip link add d0 type dummy
+ip -d link show d0
+echo "mode=$SVC2RULES_VM_MODE"
+"""
+
+
+def test_initramfs_mode_has_its_own_tools(ipvs_vm: VmRunner) -> None:
+    """host_root=False: nothing of the host, only the tools unpacked from the .debs."""
+    res = ipvs_vm.run(INITRAMFS_SCRIPT, host_root=False, modules=[]).check()
+    lines = res.stdout.splitlines()
+    assert "-a -t 10.96.0.10:80 -r 10.244.1.2:80 -m -w 2" in lines  # ip_vs + ip_vs_wrr autoloaded
+    assert "add s1 10.0.0.1" in lines
+    assert "-A OUTPUT -p tcp -j X" in lines
+    assert "table ip t1" in lines
+    assert any(re.match(r"\s+dummy\b", line) for line in lines)
+    assert "mode=initramfs" in lines

@@ -117,10 +117,10 @@ REQUIRED_MODULES = (
     "crc32c_generic",
 )
 GUEST_LIBDIR = "lib/x86_64-linux-gnu"
-# Where init.sh bind-mounts the initramfs root in --host mode; the fallback wrappers below
-# run the VM's own tools from there when the host lacks them.
+# Where init.sh bind-mounts the initramfs root (/run is shared into the host root in host
+# mode); the fallback wrappers below run the VM's own tools from there.
 HOST_MODE_ROOT = "/run/svc2rules-vm/root"
-HOST_MODE_BIN = "/run/svc2rules-vm/bin"  # init.sh: symlink to $HOST_MODE_ROOT/$FALLBACK_DIR
+HOST_MODE_BIN = "/run/svc2rules-vm/bin"  # -> root/$FALLBACK_DIR
 FALLBACK_DIR = "usr/libexec/svc2rules-vm/bin"  # last in PATH in host mode
 OVERRIDE_DIR = "usr/libexec/svc2rules-vm/override"  # first in PATH in host mode (modprobe & co)
 MODUTILS = ("modprobe", "insmod", "rmmod", "lsmod", "modinfo", "depmod")
@@ -199,20 +199,29 @@ def ensure_image(cache: Path | None = None, *, force: bool = False, log: Log = _
     # The lock serialises builders (and downloads into debs/); a complete image is immutable,
     # so runners don't take it.
     with _flock(cache / "lock"):
-        try:
-            packages = resolve_packages(log, cache)
-        except VmUnavailable as exc:
-            cached = newest_image(cache)
-            if cached is None:
-                raise VmUnavailable(f"{exc}; and no cached image in {cache}") from exc
-            log(f"{exc}; using the cached image {cached.directory.name}")
-            return cached
-        key = image_key(packages)
-        image_dir = cache / "images" / key
-        if not force and (image_dir / "manifest.json").is_file():
-            os.utime(image_dir)  # "last used", for pruning
-            return VmImage.load(image_dir)
-        return _build(cache, key, packages, log)
+        refreshed = False
+        while True:
+            try:
+                packages = resolve_packages(log, cache, refreshed=refreshed)
+                key = image_key(packages)
+                image_dir = cache / "images" / key
+                if not force and (image_dir / "manifest.json").is_file():
+                    os.utime(image_dir)  # "last used", for pruning
+                    return VmImage.load(image_dir)
+                return _build(cache, key, packages, log)
+            except VmUnavailable as exc:
+                # Stale package lists name versions the mirror no longer has: refresh once
+                # (as root) and resolve again.  Offline: fall back to the newest image.
+                if not refreshed and _is_root() and shutil.which("apt-get"):
+                    log(f"{exc}; refreshing apt's package lists")
+                    _apt_update(log)
+                    refreshed = True
+                    continue
+                cached = newest_image(cache)
+                if cached is None:
+                    raise VmUnavailable(f"{exc}; and no cached image in {cache}") from exc
+                log(f"{exc}; using the cached image {cached.directory.name}")
+                return cached
 
 
 def newest_image(cache: Path) -> VmImage | None:
@@ -245,44 +254,36 @@ def ensure_qemu(log: Log = _stderr_log) -> str:
     if not _is_root() or not shutil.which("apt-get"):
         raise VmUnavailable("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86 as root)")
     log("installing qemu-system-x86 (apt-get, --no-install-recommends)")
-    if _apt_candidate_versions(["qemu-system-x86"]).get("qemu-system-x86") is None:
-        _apt_update(log)
-    proc = subprocess.run(
-        [
-            "apt-get",
-            "install",
-            "-y",
-            "-q",
-            "--no-install-recommends",
-            "-o",
-            "DPkg::Lock::Timeout=300",
-            "qemu-system-x86",
-        ],
-        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    qemu = find_qemu()
-    if proc.returncode != 0 or not qemu:
-        raise VmUnavailable(f"apt-get install qemu-system-x86 failed: {proc.stderr.strip()[-600:]}")
-    return qemu
+    stderr = ""
+    for attempt in (1, 2):
+        # empty package lists (a fresh machine), or stale ones (the mirror dropped the
+        # version they name): refresh, once
+        if attempt == 2 or _apt_candidate_versions(["qemu-system-x86"]).get("qemu-system-x86") is None:
+            _apt_update(log)
+        proc = subprocess.run(
+            [*_APT_INSTALL, "qemu-system-x86"],
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        qemu = find_qemu()
+        if proc.returncode == 0 and qemu:
+            return qemu
+        stderr = proc.stderr.strip()[-600:]
+    raise VmUnavailable(f"apt-get install qemu-system-x86 failed: {stderr}")
 
 
-_apt_updated = False
+_APT_INSTALL = ("apt-get", "install", "-y", "-q", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=300")
 
 
 def _apt_update(log: Log) -> None:
-    global _apt_updated
-    if _apt_updated or not _is_root():
-        return
     log("apt-get update")
     subprocess.run(
         ["apt-get", "update", "-q", "-o", "DPkg::Lock::Timeout=300"],
         capture_output=True,
         check=False,
     )
-    _apt_updated = True
 
 
 def _apt_candidate_versions(names: Iterable[str]) -> dict[str, str | None]:
@@ -330,34 +331,26 @@ def _apt_fingerprint() -> str:
     return h.hexdigest()
 
 
-def resolve_packages(log: Log = _stderr_log, cache: Path | None = None) -> dict[str, str]:
+def resolve_packages(
+    log: Log = _stderr_log, cache: Path | None = None, *, refreshed: bool = False
+) -> dict[str, str]:
     """name -> candidate version of every package the image is built from.
 
-    With `cache`, the answer is remembered until apt's package lists change: asking apt
-    costs ~3 s here, which every test session would otherwise pay.
+    With `cache`, the answer is remembered until apt's package lists change (asking apt
+    costs ~3 s here, which every test session would otherwise pay), unless `refreshed`.
     """
     if not shutil.which("apt-cache") or not shutil.which("apt-get") or not shutil.which("dpkg-deb"):
         raise VmUnavailable("apt-get/apt-cache/dpkg-deb not found (not a Debian-like host)")
     memo = cache / "resolved.json" if cache else None
-    fingerprint = _apt_fingerprint()
-    if memo is not None:
+    if memo is not None and not refreshed:
         with contextlib.suppress(OSError, ValueError, KeyError):
             saved = json.loads(memo.read_text())
-            if saved["fingerprint"] == fingerprint:
+            if saved["fingerprint"] == _apt_fingerprint():
                 return {str(k): str(v) for k, v in saved["packages"].items()}
-    for attempt in (1, 2):
-        try:
-            packages = _resolve_packages_once()
-            if memo is not None:
-                # written after a possible apt-get update, so against the lists now in force
-                memo.write_text(json.dumps({"fingerprint": _apt_fingerprint(), "packages": packages}))
-            return packages
-        except VmUnavailable:
-            # empty or stale package lists (e.g. a fresh machine): refresh once, as root
-            if attempt == 2 or not _is_root():
-                raise
-            _apt_update(log)
-    raise AssertionError("unreachable")
+    packages = _resolve_packages_once()
+    if memo is not None:
+        memo.write_text(json.dumps({"fingerprint": _apt_fingerprint(), "packages": packages}))
+    return packages
 
 
 def _resolve_packages_once() -> dict[str, str]:
@@ -901,10 +894,27 @@ def _assemble(roots: dict[str, Path], kpkg: str, out: Path, log: Log) -> dict[st
         shutil.copyfile(vmlinuz, out / kernel_name)
 
     # -- skeleton
-    for d in ("proc", "sys", "dev", "tmp", "run", "root", "mnt", "job", "out", "newroot", "var/tmp", "etc"):
+    for d in (
+        "proc",
+        "sys",
+        "dev",
+        "tmp",
+        "run",
+        "root",
+        "mnt/host",
+        "mnt/rw",
+        "job",
+        "out",
+        "newroot",
+        "var/tmp",
+        "etc",
+    ):
         tree.dir(d)
     tree.dir("tmp", 0o1777)
     tree.symlink("var/run", "../run")
+    # init.sh bind-mounts the initramfs root here (the fallback wrappers run from it)
+    tree.dir(HOST_MODE_ROOT)
+    tree.symlink(HOST_MODE_BIN, f"root/{FALLBACK_DIR}")
     # the kernel opens /dev/console for init's stdio before anything is mounted
     tree.chardev("dev/console", 5, 1)
     tree.chardev("dev/null", 1, 3, 0o666)
