@@ -166,8 +166,12 @@ class GroupedLayout:
             "hairpin",
             ("type ipv4_addr . ipv4_addr",),
             "endpoint . endpoint: masquerade hairpin traffic",
+            # Shared by every Service that uses the endpoint: ordered by address, not by Service.
+            sort=True,
         )
-        self.nodeport_ips = Collection("set", "nodeport-ips", ("type ipv4_addr",), "nodePortAddresses")
+        self.nodeport_ips = Collection(
+            "set", "nodeport-ips", ("type ipv4_addr",), "nodePortAddresses", sort=True
+        )
         self.affinity_map = Collection(
             "map",
             "affinity",

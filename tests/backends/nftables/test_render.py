@@ -304,3 +304,21 @@ def test_every_element_is_on_its_own_line_and_sorted() -> None:
     assert len(entries) == 40
     ips = [tuple(int(x) for x in e.split(" . ")[0].split(".")) for e in entries]
     assert ips == sorted(ips)
+
+
+def test_shared_hairpin_pairs_are_ordered_by_address() -> None:
+    a = service("a", clusterIP="172.30.0.1")
+    b = service("b", clusterIP="172.30.0.2")
+    text = nft_text(
+        [
+            a,
+            b,
+            endpoint_slice("a", endpoints=[endpoint("10.180.0.9"), endpoint("10.180.0.10")]),
+            endpoint_slice("b", endpoints=[endpoint("10.180.0.2"), endpoint("10.180.0.9")]),
+        ]
+    )
+    assert elements(text, "hairpin") == [
+        "10.180.0.2 . 10.180.0.2",
+        "10.180.0.9 . 10.180.0.9",
+        "10.180.0.10 . 10.180.0.10",
+    ]
