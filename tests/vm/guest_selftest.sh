@@ -16,8 +16,8 @@ record() {
     "$@" > "$out/$name" 2>&1
     echo "$?" > "$out/$name.rc"
 }
-# busybox 1.35's wget -T segfaults, hence timeout(1)
-fetch() { timeout 5 busybox wget -q -O - "http://$1/" 2>&1 || echo "ERR"; }
+# busybox 1.35's wget -T segfaults, hence timeout(1); generous, as it only bounds a failure
+fetch() { timeout 20 busybox wget -q -O - "http://$1/" 2>&1 || echo "ERR"; }
 
 step environment
 printf '%s\n' "${SELFTEST_TOKEN:-}" > "$out/token"

@@ -141,9 +141,6 @@ if [ "$VM_MODE" = host ]; then
     PATH=/run/svc2rules-vm/root/usr/libexec/svc2rules-vm/override:/usr/local/sbin:/usr/local/bin
     PATH=$PATH:/usr/sbin:/usr/bin:/sbin:/bin:/run/svc2rules-vm/bin
     export PATH
-    # the job does not need (and, under TCG, should not pay for) writing .pyc files that
-    # vanish with the VM
-    export PYTHONDONTWRITEBYTECODE=1
 elif [ -n "$VM_OUT" ]; then
     echo "out /out 9p $P9 0 0" > /etc/fstab
     mount -a 2> /tmp/mount.log || infra_error "cannot mount the output dir over 9p: $(cat /tmp/mount.log)"

@@ -866,10 +866,10 @@ def _build(cache: Path, key: str, packages: dict[str, str], log: Log) -> VmImage
 
 
 def _prune(cache: Path, *, keep: Path, debs: set[Path], log: Log) -> None:
-    # Old images may still be in use by a runner that resolved them a moment ago; only drop
-    # those unused for a day.
+    # A runner needs its image only for the second between resolving it and QEMU having read
+    # it; an hour of disuse is a safe margin (and ensure_image() touches the one it returns).
     for d in (cache / "images").glob("*"):
-        if d != keep and time.time() - d.stat().st_mtime > 86400:
+        if d != keep and time.time() - d.stat().st_mtime > 3600:
             log(f"pruning old image {d.name}")
             shutil.rmtree(d, ignore_errors=True)
     for deb in (cache / "debs").glob("*.deb"):
