@@ -156,10 +156,10 @@ def _job_archive(
     tree.dir("job")
     tree.file("job/run.sh", script.encode(), 0o755)
     for name, data in files.items():
-        parts = Path(name).parts
-        if not parts or Path(name).is_absolute() or ".." in parts or name == "run.sh":
+        rel = Path(name)
+        if not rel.parts or rel.is_absolute() or ".." in rel.parts or rel.as_posix() == "run.sh":
             raise ValueError(f"bad file name for /job: {name!r}")
-        tree.file(f"job/{name}", data, 0o755 if data.startswith(b"#!") else 0o644)
+        tree.file(f"job/{rel.as_posix()}", data, 0o755 if data.startswith(b"#!") else 0o644)
     conf = {
         "VM_MODE": "host" if host_root else "initramfs",
         "VM_MODULES": " ".join(modules),
