@@ -32,6 +32,10 @@ class Applier(Protocol):
         """The generation the kernel carries (cheap), or None when it carries none."""
         ...
 
+    def quick_check(self, runner: Runner, state: dict[str, Any]) -> bool:
+        """Beyond the marker: does the kernel still have what the state says (cheaply)?"""
+        ...
+
     def read_live(self, runner: Runner, options: RenderOptions) -> dict[str, Any] | None:
         """Slow path: what we own in the kernel, as a state, when the state file is not trusted."""
         ...

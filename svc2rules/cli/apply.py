@@ -15,8 +15,15 @@ from typing import Annotated
 
 import typer
 
-from svc2rules.api import plan_from_paths
-from svc2rules.apply.engine import ApplyOptions, apply_plan, cleanup_host, diff_plan, print_report
+from svc2rules.api import build_plan, plan_from_paths
+from svc2rules.apply.engine import (
+    ApplyOptions,
+    apply_plan,
+    cleanup_host,
+    diff_plan,
+    input_digest,
+    print_report,
+)
 from svc2rules.apply.state import DEFAULT_STATE_DIR
 from svc2rules.backends import RenderOptions
 from svc2rules.cli.common import (
@@ -39,6 +46,7 @@ from svc2rules.cli.common import (
 )
 from svc2rules.errors import LockBusyError
 from svc2rules.ir import Plan
+from svc2rules.load import read_sources
 
 BUSY = 3
 
@@ -100,16 +108,19 @@ def apply_command(
     chain_prefix: PrefixOpt = "SVC2R",
     table: TableOpt = "svc2rules",
     timings: Annotated[bool, typer.Option("--timings", hidden=True)] = False,
+    resync: Annotated[
+        bool,
+        typer.Option(
+            "--resync", help="Do not trust the state file: read our rules back and reload them all."
+        ),
+    ] = False,
     conntrack_cleanup: Annotated[
         bool, typer.Option("--conntrack-cleanup/--no-conntrack-cleanup", hidden=True)
     ] = True,
 ) -> None:
     """Load the compiled rules onto this host: validated, one transaction, only what changed."""
     with cli_errors(), _busy_is_3():
-        plan, backend_name = _compile(
-            filename,
-            recursive,
-            backend,
+        proxy_config, mode = node_config(
             config,
             node_name=node_name,
             node_ip=node_ip,
@@ -117,9 +128,17 @@ def apply_command(
             cluster_cidr=cluster_cidr,
             masquerade_all=masquerade_all,
         )
+        backend_name = choose_backend(backend, mode)
+        sources = read_sources(filename or [], recursive=recursive, stdin=sys.stdin.buffer)
         options = RenderOptions(chain_prefix=chain_prefix, table=table)
+
+        def compile_plan() -> Plan:
+            compiled = build_plan(sources, proxy_config)
+            warn(compiled.warnings)
+            return compiled.plan
+
         report = apply_plan(
-            plan,
+            compile_plan,
             backend_name,
             options,
             ApplyOptions(
@@ -128,7 +147,9 @@ def apply_command(
                 sysctl=sysctl,
                 lock_timeout=lock_timeout,
                 conntrack=conntrack_cleanup,
+                resync=resync,
             ),
+            input_digest=input_digest(backend_name, proxy_config, options, sources),
         )
         print_report(report, verbose_timings=timings)
         if dry_run:

@@ -89,7 +89,7 @@ def test_two_applies_at_once_serialise(host: Host, manifests: Path, backend: str
     for path in paths:
         host.run(host.apply_argv(path, backend))
         dumps.append(host.ours(backend))
-    for _ in range(3):
+    for _ in range(2):
         first = host.popen(host.apply_argv(paths[0], backend))
         second = host.popen(host.apply_argv(paths[1], backend))
         _out1, err1 = first.communicate(timeout=300)
