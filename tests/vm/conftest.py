@@ -2,7 +2,7 @@
 
     @pytest.mark.vm
     @pytest.mark.root
-    def test_something(ipvs_vm: VmRunner, tmp_path: Path) -> None:
+    def test_something(ipvs_vm: VmRunner, tmp_path: Path) -> None:   # VmRunner: from .harness
         res = ipvs_vm.run(script, files={"rules": data}, out_dir=tmp_path).check()
 
 Boots cost seconds and userland runs 20-50x slower under TCG: batch many checks into one run.
@@ -13,23 +13,19 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import NoReturn
 
 import pytest
 
 from .harness import (
     VmBuildError,
     VmImage,
-    VmResult,
+    VmRunner,
     VmUnavailable,
     default_checkout,
     default_python,
     ensure_image,
     ensure_qemu,
-    run_in_vm,
 )
 
 
@@ -46,43 +42,6 @@ def vm_unavailable(reason: str) -> NoReturn:
             f"the VM tests must run here (CI, or SVC2RULES_VM_REQUIRED=1), but: {reason}", pytrace=False
         )
     pytest.skip(reason)
-
-
-@dataclass(frozen=True)
-class VmRunner:
-    """run_in_vm() bound to a built image and to the checkout under test."""
-
-    image: VmImage
-    checkout: Path
-    python: Path
-
-    def run(
-        self,
-        script: str,
-        *,
-        files: Mapping[str, bytes] | None = None,
-        host_root: bool = True,
-        timeout: float = 300,
-        env: Mapping[str, str] | None = None,
-        out_dir: Path | str | None = None,
-        modules: Sequence[str] | None = None,
-        mem_mb: int = 1024,
-        stream: TextIO | None = None,
-    ) -> VmResult:
-        return run_in_vm(
-            script,
-            files=files,
-            host_root=host_root,
-            timeout=timeout,
-            env=env,
-            out_dir=out_dir,
-            modules=modules,
-            checkout=self.checkout,
-            python=self.python,
-            image=self.image,
-            mem_mb=mem_mb,
-            stream=stream,
-        )
 
 
 @pytest.fixture(scope="session")

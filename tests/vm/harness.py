@@ -48,6 +48,7 @@ __all__ = [
     "VmImage",
     "VmResult",
     "VmRunError",
+    "VmRunner",
     "VmUnavailable",
     "default_checkout",
     "default_python",
@@ -384,6 +385,43 @@ def _run_qemu(
         guest_times=guest_times,
         qemu_stderr=qemu_stderr,
     )
+
+
+@dataclass(frozen=True)
+class VmRunner:
+    """run_in_vm() bound to a built image and to the checkout under test."""
+
+    image: VmImage
+    checkout: Path
+    python: Path
+
+    def run(
+        self,
+        script: str,
+        *,
+        files: Mapping[str, bytes] | None = None,
+        host_root: bool = True,
+        timeout: float = 300,
+        env: Mapping[str, str] | None = None,
+        out_dir: Path | str | None = None,
+        modules: Sequence[str] | None = None,
+        mem_mb: int = 1024,
+        stream: TextIO | None = None,
+    ) -> VmResult:
+        return run_in_vm(
+            script,
+            files=files,
+            host_root=host_root,
+            timeout=timeout,
+            env=env,
+            out_dir=out_dir,
+            modules=modules,
+            checkout=self.checkout,
+            python=self.python,
+            image=self.image,
+            mem_mb=mem_mb,
+            stream=stream,
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,8 +16,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import VmRunner
-from .harness import RC_TIMEOUT, VmResult, run_in_vm
+from .harness import RC_TIMEOUT, VmResult, VmRunner, run_in_vm
 
 pytestmark = [pytest.mark.vm, pytest.mark.root]
 
