@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from svc2rules.ir import Endpoint, IPFamily, Protocol, ServicePort, ServicePortKey
-from svc2rules.naming import IPTABLES_CHAIN_MAX, ChainNames, endpoint_hash, port_proto_hash
+from svc2rules.naming import IPTABLES_CHAIN_MAX, ChainNames, _hash16, endpoint_hash, port_proto_hash
 
 
 def test_hashes_match_kube_proxy_golden_chain_names() -> None:
@@ -39,3 +44,9 @@ def test_chain_names_fit_the_iptables_limit_and_use_our_prefix() -> None:
 def test_unsafe_prefixes_are_refused(prefix: str) -> None:
     with pytest.raises(ValueError):
         ChainNames(prefix)
+
+
+@given(st.text())
+def test_fast_base32_matches_the_standard_encoding(text: str) -> None:
+    digest = hashlib.sha256(text.encode()).digest()
+    assert _hash16(text) == base64.b32encode(digest).decode()[:16]
