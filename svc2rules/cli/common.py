@@ -60,7 +60,11 @@ FileOpt = Annotated[
 RecursiveOpt = Annotated[bool, typer.Option("-R", "--recursive", help="Read folders recursively.")]
 BackendOpt = Annotated[
     str | None,
-    typer.Option("--backend", help="Output backend (default: the config file's mode, else iptables)."),
+    typer.Option(
+        "--backend",
+        help="Output backend, or auto: ipvs if the kernel has IPVS, else iptables "
+        "(default: the config file's mode, else iptables).",
+    ),
 ]
 NodeNameOpt = Annotated[str | None, typer.Option("--node-name", help="This node's name (endpoint locality).")]
 NodeIPOpt = Annotated[list[str] | None, typer.Option("--node-ip", help="This node's IP (repeatable).")]
@@ -157,6 +161,12 @@ def node_config(
 
 def choose_backend(requested: str | None, mode: str | None) -> str:
     name = requested or mode or "iptables"
+    if name == "auto":
+        # kube-proxy's seed behaviour: IPVS when the kernel has it, else iptables (said on stderr).
+        from svc2rules.backends.ipvs.support import choose_auto
+
+        name, why = choose_auto()
+        err(why)
     if name not in available_backends():
         raise UsageError(f"unknown backend {name!r} (choose from: {', '.join(available_backends())})")
     return name

@@ -9,6 +9,7 @@ import typer
 
 from svc2rules.api import plan_from_paths, render
 from svc2rules.backends import RenderOptions
+from svc2rules.backends.ipvs.build import check_scheduler
 from svc2rules.cli.common import (
     BackendOpt,
     ClusterCIDROpt,
@@ -64,6 +65,14 @@ def compile_command(
         str | None,
         typer.Option("--dns-server-ip", help="dns backend: NS glue address (default: kube-dns ClusterIP)."),
     ] = None,
+    ipvs_scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--ipvs-scheduler",
+            help="ipvs backend: scheduler (rr, lc, dh, sh, sed, nq, wrr, wlc, lblc, lblcr, mh); "
+            "overrides the config file's ipvs.scheduler.",
+        ),
+    ] = None,
 ) -> None:
     """Compile manifests into a ruleset on stdout (diagnostics on stderr)."""
     with cli_errors():
@@ -88,6 +97,8 @@ def compile_command(
             return
         dns = {"cluster_domain": cluster_domain, "dns_format": dns_format, "dns_server_ip": dns_server_ip}
         extra = {key: value for key, value in dns.items() if value is not None}
+        if ipvs_scheduler is not None:
+            extra["ipvs_scheduler"] = check_scheduler(ipvs_scheduler, "--ipvs-scheduler")
         options = RenderOptions(
             comments=comments, chain_prefix=chain_prefix, table=table, jumps=jumps, extra=extra
         )

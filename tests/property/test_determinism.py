@@ -52,6 +52,14 @@ def _service_markers(objects: list[dict[str, Any]], svc: dict[str, Any]) -> set[
                         address = f"{ep['addresses'][0]}:{slice_port['port']}"
                         markers.add(endpoint_hash(str(key), sp.protocol.keyword, address))
                         markers.add(address)
+    # ipvs: a virtual server line names only its address, so the Service's frontends identify it.
+    spec = svc["spec"]
+    ingress = svc.get("status", {}).get("loadBalancer", {}).get("ingress", [])
+    vips = [spec["clusterIP"], *spec.get("externalIPs", []), *(i["ip"] for i in ingress if "ip" in i)]
+    for port in spec["ports"]:
+        markers.update(f"{vip}:{port['port']} " for vip in vips)
+        if port.get("nodePort"):
+            markers.add(f":{port['nodePort']} ")
     ChainNames()  # the prefix is fixed; hashes are what identify a service's chains
     return markers
 

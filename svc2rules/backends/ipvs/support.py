@@ -1,0 +1,43 @@
+"""Can this host run the ipvs backend? What `--backend auto` asks before it picks one.
+
+kube-proxy's seed behaviour: use IPVS when the kernel has it, else fall back to iptables
+(and say so). The kernel has it when the IPVS generic netlink family resolves -- asking for
+it makes the kernel load `ip_vs` if it is a module -- and `ipset`, which the companion
+rules need, is installed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from svc2rules.apply.runner import which
+from svc2rules.errors import ApplyError
+
+AUTO = "auto"
+FALLBACK = "iptables"
+
+
+def ipvs_unavailable() -> str | None:
+    """Why this host cannot run the ipvs backend, or None when it can."""
+    from svc2rules.backends.ipvs.kernel import Kernel
+
+    kernel = Kernel()
+    try:
+        kernel.ipvs()
+    except ApplyError as exc:
+        return str(exc)
+    except Exception as exc:  # pyroute2 missing a socket family, EPERM, ...
+        return f"cannot open the IPVS netlink socket: {exc}"
+    finally:
+        kernel.close()
+    if which("ipset") is None:
+        return "the ipset tool is not installed (the IPVS mode's iptables rules match on ipsets)"
+    return None
+
+
+def choose_auto(probe: Callable[[], str | None] = ipvs_unavailable) -> tuple[str, str]:
+    """The backend `auto` stands for on this host, and a line saying why."""
+    reason = probe()
+    if reason is None:
+        return "ipvs", "backend auto: the kernel supports IPVS: using the ipvs backend"
+    return FALLBACK, f"backend auto: {reason}; falling back to the {FALLBACK} backend"
