@@ -176,12 +176,10 @@ class TcpListener:
                 return
             if attempt and time.monotonic() - started > DIAL_BUDGET:
                 break
-            host, port = split_address(endpoint)
             upstream = _UpstreamSide(pair)
             try:
-                await asyncio.wait_for(
-                    loop.create_connection(_factory(upstream), host, port), dial_timeout(attempt)
-                )
+                sock = await dial(endpoint, dial_timeout(attempt))
+                await loop.create_connection(_factory(upstream), sock=sock)
             except (OSError, TimeoutError) as exc:
                 route.balancer.failed(endpoint)
                 log.info(
@@ -213,6 +211,39 @@ class TcpListener:
             self.server.close()
         else:
             self.sock.close()
+
+
+async def dial(endpoint: str, timeout: float) -> socket.socket:
+    """A connected socket, or OSError/TimeoutError.
+
+    The timeout is judged by the kernel, not by the event loop: when the timer fires, a
+    handshake that completed meanwhile still counts. A busy loop (hundreds of clients at once)
+    may run the timer before it notices the connect finished; without this check every
+    endpoint would look dead under load and each client would retry all of them.
+    """
+    host, port = split_address(endpoint)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        try:
+            await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (host, port)), timeout)
+        except TimeoutError:
+            if not _established(sock):
+                raise
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _established(sock: socket.socket) -> bool:
+    if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0:
+        return False
+    try:
+        sock.getpeername()
+    except OSError:  # ENOTCONN: the SYN is still unanswered
+        return False
+    return True
 
 
 def _factory(side: _Side) -> Callable[[], _Side]:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
+import secrets
+import socket
 import subprocess
 import threading
 from collections.abc import Callable, Coroutine
@@ -23,11 +25,49 @@ root_only = [
 ]
 
 
+class Peer:
+    """A named namespace; sockets for it are made by a short-lived thread that enters it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def listen(self, address: tuple[str, int]) -> socket.socket:
+        """A TCP listener there: the kernel completes handshakes even if nobody accepts."""
+        made: list[socket.socket] = []
+        errors: list[BaseException] = []
+
+        def make() -> None:
+            try:
+                fd = os.open(f"/run/netns/{self.name}", os.O_RDONLY)
+                try:
+                    if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
+                        raise OSError(ctypes.get_errno(), "setns")
+                finally:
+                    os.close(fd)
+                sock = socket.socket()
+                sock.bind(address)
+                sock.listen(128)
+                made.append(sock)
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=make)
+        thread.start()
+        thread.join()
+        if errors:
+            raise errors[0]
+        return made[0]
+
+    def close(self) -> None:
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True, check=False)
+
+
 class NetnsLoop:
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self._peers: list[Peer] = []
         self._thread = threading.Thread(target=self._main, name="s2r-userspace-netns", daemon=True)
         self._thread.start()
         self._ready.wait(30)
@@ -68,7 +108,30 @@ class NetnsLoop:
 
         return self.call(go)
 
+    def peer(self) -> Peer:
+        """A second namespace behind a veth (10.99.0.1 here, 10.99.0.2 there): connects to it
+        complete asynchronously, unlike connects over `lo`."""
+        peer = Peer(f"s2rus-{os.getpid()}-{secrets.token_hex(3)}")
+        self.sh("ip", "netns", "add", peer.name)
+        try:
+            self.sh(
+                "ip", "link", "add", "s2rus0", "type", "veth", "peer", "name", "s2rus1", "netns", peer.name
+            )
+            self.sh("ip", "addr", "add", "10.99.0.1/30", "dev", "s2rus0")
+            self.sh("ip", "link", "set", "s2rus0", "up")
+            for cmd in (["link", "set", "lo", "up"], ["addr", "add", "10.99.0.2/30", "dev", "s2rus1"]):
+                self.sh("ip", "-n", peer.name, *cmd)
+            self.sh("ip", "-n", peer.name, "link", "set", "s2rus1", "up")
+        except BaseException:
+            peer.close()
+            raise
+        self._peers.append(peer)
+        return peer
+
     def close(self) -> None:
+        for peer in self._peers:
+            peer.close()
+
         async def cancel_all() -> None:
             current = asyncio.current_task()
             tasks = [t for t in asyncio.all_tasks() if t is not current]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -20,6 +21,7 @@ from svc2rules.userspace.addressing import Addressing
 from svc2rules.userspace.layout import Layout, build_layout
 from svc2rules.userspace.ports import PortRange
 from svc2rules.userspace.server import Proxy, ProxySettings
+from svc2rules.userspace.tcp import dial
 from tests.userspace.netns import NetnsLoop, root_only
 
 pytestmark = root_only
@@ -392,3 +394,37 @@ def test_drain_cuts_what_is_still_open_at_the_end_of_the_grace_period(ns: NetnsL
 
     cut, rest = ns.run(go())
     assert cut == 1 and rest in (b"", b"<reset>")
+
+
+def test_a_connect_the_kernel_completed_counts_even_if_the_loop_saw_the_timer_first(ns: NetnsLoop) -> None:
+    """Hundreds of clients at once keep the loop busy past the first dial timeout (0.25 s); a
+    handshake completed meanwhile must not make a live endpoint look dead (and every client
+    retry every endpoint)."""
+    peer = ns.peer()
+    listener = peer.listen(("10.99.0.2", 8080))
+
+    async def go() -> tuple[str, str]:
+        dialing = asyncio.create_task(dial("10.99.0.2:8080", 0.25))
+        await asyncio.sleep(0)  # the connect is sent and in progress
+        time.sleep(0.5)  # the loop is stuck: the handshake completes, the timer expires
+        sock = await dialing
+        try:
+            return sock.getpeername()[0], sock.getsockname()[0]
+        finally:
+            sock.close()
+
+    try:
+        assert ns.run(go()) == ("10.99.0.2", "10.99.0.1")
+    finally:
+        listener.close()
+
+
+def test_a_silent_endpoint_still_times_out(ns: NetnsLoop) -> None:
+    ns.sh("iptables", "-w", "5", "-A", "OUTPUT", "-d", "10.99.0.2", "-j", "DROP")
+    ns.peer()
+
+    async def go() -> None:
+        await dial("10.99.0.2:8080", 0.25)
+
+    with pytest.raises(TimeoutError):
+        ns.run(go())
