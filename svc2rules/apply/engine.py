@@ -158,6 +158,13 @@ def apply_plan(
                 "input unchanged since the last apply and the kernel matches it: not recompiled"
             )
             return report
+        for other in sorted(options.state_dir.glob("*.json")):
+            name = other.name.removesuffix(".json")
+            if name != backend and not name.endswith(".pending"):
+                report.notes.append(
+                    f"warning: rules of backend {name} are still loaded ({other}); "
+                    f"remove them with: svc2rules cleanup --backend {name}"
+                )
         if callable(plan):
             plan = plan()
             timer.lap("compile")
@@ -196,7 +203,9 @@ def apply_plan(
         store.commit_pending()
         timer.lap("state")
         if options.conntrack:
-            old_udp = (old or {}).get("udp", {}) if old else {}
+            old_udp = old.get("udp") if old else None
+            if old_udp is None:  # untrusted and not read back: the state file's knowledge
+                old_udp = (store.load() or {}).get("udp", {})
             deletions = conntrack.stale_deletions(old_udp, change.new_state.get("udp", {}))
             if deletions:
                 deleted, warnings = conntrack.clear_stale(runner, deletions)

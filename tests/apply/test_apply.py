@@ -289,3 +289,14 @@ def test_without_net_admin_one_line_exit_1(tmp_path: Path) -> None:
     proc = subprocess.run(argv, input=small_cluster(), capture_output=True, text=True, check=False)
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.strip() == "error: needs root or CAP_NET_ADMIN to read and change the host's rules"
+
+
+def test_switching_backend_warns_about_the_other_backends_rules(host: Host, manifests: Path) -> None:
+    path = write(manifests, small_cluster())
+    assert host.cli("apply", "-f", str(path), backend="iptables").returncode == 0
+    proc = host.cli("apply", "-f", str(path), backend="nftables")
+    assert proc.returncode == 0, proc.stderr
+    assert "rules of backend iptables are still loaded" in proc.stderr
+    assert host.cli("cleanup", backend="iptables").returncode == 0
+    proc = host.cli("apply", "-f", str(path), backend="nftables")
+    assert "still loaded" not in proc.stderr
