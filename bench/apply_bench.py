@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import synth  # noqa: E402
+from bench import synth
 
 CLI = str(Path(sys.executable).with_name("svc2rules"))
 NODE = ["--node-name", "node1", "--node-ip", "192.168.0.2", "--cluster-cidr", "10.0.0.0/8"]
@@ -43,8 +43,22 @@ def one_service_changed(text: str) -> str:
 
 
 def run_apply(netns: str, backend: str, manifest: Path, state: Path) -> dict[str, object]:
-    argv = ["ip", "netns", "exec", netns, CLI, "apply", "--backend", backend, "--state-dir", str(state),
-            "-f", str(manifest), "--timings", *NODE]
+    argv = [
+        "ip",
+        "netns",
+        "exec",
+        netns,
+        CLI,
+        "apply",
+        "--backend",
+        backend,
+        "--state-dir",
+        str(state),
+        "-f",
+        str(manifest),
+        "--timings",
+        *NODE,
+    ]
     started = time.perf_counter()
     proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=3600)
     wall = time.perf_counter() - started
@@ -71,12 +85,22 @@ def bench(services: int, endpoints: int, backend: str, folder: Path) -> dict[str
     finally:
         subprocess.run(["ip", "netns", "del", netns], check=False)
     state_size = sum(p.stat().st_size for p in state.glob("*.json"))
-    return {"backend": backend, "services": services, "endpoints": endpoints, "initial": initial, "noop": noop,
-            "one_service": change, "one_service_back": back, "state_mib": round(state_size / 2**20, 1)}
+    return {
+        "backend": backend,
+        "services": services,
+        "endpoints": endpoints,
+        "initial": initial,
+        "noop": noop,
+        "one_service": change,
+        "one_service_back": back,
+        "state_mib": round(state_size / 2**20, 1),
+    }
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-S", "--services", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("-E", "--endpoints", type=int, default=10)
     parser.add_argument("--backend", nargs="+", default=["iptables", "nftables"])
@@ -85,8 +109,10 @@ def main() -> int:
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
         return 2
-    print("| backend | S x E | initial: command / kernel write | no-op command | one Service: command / "
-          "validate / kernel write | state file |")
+    print(
+        "| backend | S x E | initial: command / kernel write | no-op command | one Service: command / "
+        "validate / kernel write | state file |"
+    )
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="svc2rules-apply-bench-") as tmp:
         for services in args.services:
