@@ -90,7 +90,8 @@ def test_the_script_replaces_our_table_and_leaves_others_alone() -> None:
             fh.flush()
         script = (
             f"set -e; nft -f {c.name}; nft -c -f {a.name}; nft -f {a.name}; nft -f {a.name}; "
-            f"nft -f {b.name}; echo ===; nft list table ip svc2rules; echo ===; nft list table ip bystander"
+            f"nft -c -f {b.name}; nft -f {b.name}; echo ===; nft list table ip svc2rules; echo ===; "
+            "nft list table ip bystander"
         )
         result = nft_in_private_netns(script)
     assert result.returncode == 0, result.stderr
