@@ -134,6 +134,7 @@ class IpvsApplier:
         self, runner: Runner, old: dict[str, Any] | None, trusted: bool, desired: Desired, generation: str
     ) -> Change:
         names = desired.names
+        self.kernel.ipvs()  # no IPVS here: say so before anything else can fail for that reason
         ledger = ledger_set(desired.rules, names)
         wanted = Wanted(desired.rules, names, ledger, tables.kernel_spelling(runner, desired.rules, names))
         live = self._live(runner, names, {s.name for s in wanted.sets})

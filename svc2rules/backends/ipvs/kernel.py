@@ -11,6 +11,8 @@ pyroute2 0.9.7 facts this relies on (checked in the VM tests):
 
 from __future__ import annotations
 
+import errno
+import os
 import socket
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,8 +48,6 @@ class NetlinkFailure(ApplyError):
 def _errno_text(exc: BaseException) -> str:
     code = getattr(exc, "code", None)
     if isinstance(code, int) and code > 0:
-        import os
-
         return f"{os.strerror(code)} (errno {code})"
     return str(exc) or type(exc).__name__
 
@@ -179,15 +179,22 @@ class Kernel:
             raise NetlinkFailure(f"{what}: {_errno_text(exc)}") from exc
         self.writes += 1
 
+    def _service_request(self, what: str, command: str, vs: VirtualServer) -> None:
+        try:
+            self._request(what, self.ipvs().service, command, service=self._service_spec(vs))
+        except NetlinkFailure as exc:
+            if getattr(exc.__cause__, "code", None) == errno.ENOENT:
+                # What the kernel answers when it cannot load the scheduler's module.
+                raise NetlinkFailure(
+                    f"{exc} (is the scheduler module ip_vs_{vs.scheduler} available?)"
+                ) from exc
+            raise
+
     def service_add(self, vs: VirtualServer) -> None:
-        self._request(
-            f"adding {vs.service_line()}", self.ipvs().service, "add", service=self._service_spec(vs)
-        )
+        self._service_request(f"adding {vs.service_line()}", "add", vs)
 
     def service_set(self, vs: VirtualServer) -> None:
-        self._request(
-            f"changing {vs.service_line()}", self.ipvs().service, "set", service=self._service_spec(vs)
-        )
+        self._service_request(f"changing {vs.service_line()}", "set", vs)
 
     def service_del(self, vs: VirtualServer) -> None:
         self._request(
