@@ -26,6 +26,7 @@ from svc2rules.apply.engine import (
 )
 from svc2rules.apply.state import DEFAULT_STATE_DIR
 from svc2rules.backends import RenderOptions
+from svc2rules.backends.ipvs.build import check_scheduler
 from svc2rules.cli.common import (
     BackendOpt,
     ClusterCIDROpt,
@@ -62,6 +63,17 @@ LockTimeoutOpt = Annotated[
 ]
 PrefixOpt = Annotated[str, typer.Option("--chain-prefix", help="Prefix of our iptables chains.")]
 TableOpt = Annotated[str, typer.Option("--table", help="Name of our nftables table.")]
+IpvsSchedulerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ipvs-scheduler", help="ipvs backend: scheduler (overrides the config file's ipvs.scheduler)."
+    ),
+]
+
+
+def _render_options(chain_prefix: str, table: str, ipvs_scheduler: str | None) -> RenderOptions:
+    extra = {"ipvs_scheduler": check_scheduler(ipvs_scheduler, "--ipvs-scheduler")} if ipvs_scheduler else {}
+    return RenderOptions(chain_prefix=chain_prefix, table=table, extra=extra)
 
 
 @contextmanager
@@ -107,6 +119,7 @@ def apply_command(
     lock_timeout: LockTimeoutOpt = 60.0,
     chain_prefix: PrefixOpt = "SVC2R",
     table: TableOpt = "svc2rules",
+    ipvs_scheduler: IpvsSchedulerOpt = None,
     timings: Annotated[bool, typer.Option("--timings", hidden=True)] = False,
     resync: Annotated[
         bool,
@@ -130,7 +143,7 @@ def apply_command(
         )
         backend_name = choose_backend(backend, mode)
         sources = read_sources(filename or [], recursive=recursive, stdin=sys.stdin.buffer)
-        options = RenderOptions(chain_prefix=chain_prefix, table=table)
+        options = _render_options(chain_prefix, table, ipvs_scheduler)
 
         def compile_plan() -> Plan:
             compiled = build_plan(sources, proxy_config)
@@ -180,6 +193,7 @@ def diff_command(
     lock_timeout: LockTimeoutOpt = 60.0,
     chain_prefix: PrefixOpt = "SVC2R",
     table: TableOpt = "svc2rules",
+    ipvs_scheduler: IpvsSchedulerOpt = None,
 ) -> None:
     """Show our owned objects, live vs compiled (exit 0 none, 1 differences, >1 error)."""
     try:
@@ -195,7 +209,7 @@ def diff_command(
                 cluster_cidr=cluster_cidr,
                 masquerade_all=masquerade_all,
             )
-            options = RenderOptions(chain_prefix=chain_prefix, table=table)
+            options = _render_options(chain_prefix, table, ipvs_scheduler)
             text, changed = diff_plan(
                 plan, backend_name, options, ApplyOptions(state_dir=state_dir, lock_timeout=lock_timeout)
             )

@@ -122,6 +122,14 @@ def test_apply_repairs_a_weight_changed_behind_its_back(report: dict[str, Any]) 
     assert summary_counts(fixed["summary"])["real servers"][:3] == (0, 1, 0), fixed
 
 
+def test_an_unchanged_input_is_not_recompiled_unless_ipvs_drifted(report: dict[str, Any]) -> None:
+    record, unchanged, drifted = section(report, "readback")["quick"]
+    assert record["kind"] == "none"
+    assert any("not recompiled" in note for note in unchanged["notes"]), unchanged
+    assert not any("not recompiled" in note for note in drifted["notes"]), drifted
+    assert summary_counts(drifted["summary"])["real servers"][:3] == (1, 0, 0), drifted
+
+
 def test_apply_sets_the_ipvs_sysctls(report: dict[str, Any]) -> None:
     assert section(report, "readback")["sysctls"] == {
         "conntrack": "1",

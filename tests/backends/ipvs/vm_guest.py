@@ -178,7 +178,18 @@ def readback() -> dict[str, Any]:
         plan, "ipvs", RenderOptions(extra={"ipvs_scheduler": SCHEDULERS[-1]}), ApplyOptions(state_dir=state)
     )
     fixed = apply(plan, state, SCHEDULERS[-1])
+    # The CLI's fast path: an unchanged input is not even compiled, unless IPVS drifted.
+    options = RenderOptions(extra={"ipvs_scheduler": SCHEDULERS[-1]})
+    quick = []
+    for step in ("record", "unchanged", "drifted"):
+        if step == "drifted":
+            sh("ipvsadm -d -t 172.30.0.10:80 -r 10.180.0.2:8080")
+        done = apply_plan(
+            lambda: plan, "ipvs", options, ApplyOptions(state_dir=state), input_digest="digest-1"
+        )
+        quick.append({"step": step, "kind": done.kind, "summary": done.summary, "notes": done.notes})
     return {
+        "quick": quick,
         "schedulers": out,
         "reapply": again,
         "diff": {"text": diff_text, "changed": changed},
