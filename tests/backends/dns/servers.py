@@ -15,7 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,7 @@ import pytest
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT = 15.0
+START_ATTEMPTS = 3
 # Authoritative answers only, quick retries, and just the header (for the status) and answers.
 DIG_FLAGS = ("+norecurse", "+time=2", "+tries=2", "+noall", "+comments", "+answer")
 # Debian puts the daemons in /usr/sbin, which is not on every user's PATH.
@@ -87,28 +88,41 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def _running(argv: list[str], log: Path, port: int, probe: str, probe_type: str) -> Iterator[Server]:
-    with log.open("w") as log_file:
-        proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    server = Server(port, log)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{argv[0]} exited {proc.returncode}:\n{log.read_text()}")
-            if server.query(probe, probe_type).status:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{argv[0]} did not answer within {START_TIMEOUT} s:\n{log.read_text()}")
-            time.sleep(0.1)
-        yield server
-    finally:
-        proc.terminate()
+def _running(command: Callable[[int], list[str]], log: Path, probe: str, probe_type: str) -> Iterator[Server]:
+    """Start `command(port)` until one answers `probe` (another process may take a free port
+    between our check and the server's bind), then always stop it."""
+    for _ in range(START_ATTEMPTS):
+        port = free_port()
+        argv = command(port)
+        with log.open("w") as log_file:
+            proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            server = Server(port, log)
+            if _answers(proc, server, probe, probe_type):
+                yield server
+                return
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    raise RuntimeError(f"{Path(argv[0]).name} never answered on {LOOPBACK}:\n{log.read_text()}")
+
+
+def _answers(proc: subprocess.Popen[bytes], server: Server, probe: str, probe_type: str) -> bool:
+    """True once the probe gets NOERROR; False if nothing answers; an error for any other status
+    (e.g. SERVFAIL: named runs but refused to load the zone)."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while proc.poll() is None and time.monotonic() < deadline:
+        status = server.query(probe, probe_type).status
+        if status == "NOERROR":
+            return True
+        if status:
+            raise RuntimeError(f"{probe} {probe_type} answered {status}:\n{server.log.read_text()}")
+        time.sleep(0.1)
+    return False
 
 
 @contextlib.contextmanager
@@ -118,9 +132,10 @@ def named(zone_text: str, domain: str = "cluster.local") -> Iterator[Server]:
     with tempfile.TemporaryDirectory(prefix="s2r-named-") as tmp:
         root = Path(tmp)
         (root / "zone").write_text(zone_text)
-        port = free_port()
-        (root / "named.conf").write_text(
-            f"""options {{
+
+        def command(port: int) -> list[str]:
+            (root / "named.conf").write_text(
+                f"""options {{
   directory "{root}";
   listen-on port {port} {{ {LOOPBACK}; }};
   listen-on-v6 {{ none; }};
@@ -132,9 +147,10 @@ def named(zone_text: str, domain: str = "cluster.local") -> Iterator[Server]:
 controls {{ }};
 zone "{domain}" {{ type primary; file "{root}/zone"; }};
 """
-        )
-        argv = [binary, "-g", "-n", "1", "-c", str(root / "named.conf")]
-        with _running(argv, root / "named.log", port, domain, "SOA") as server:
+            )
+            return [binary, "-g", "-n", "1", "-c", str(root / "named.conf")]
+
+        with _running(command, root / "named.log", domain, "SOA") as server:
             yield server
 
 
@@ -146,21 +162,23 @@ def dnsmasq(hosts_text: str, probe_name: str) -> Iterator[Server]:
         root = Path(tmp)
         hosts = root / "hosts"
         hosts.write_text(hosts_text)
-        port = free_port()
-        argv = [
-            binary,
-            "--keep-in-foreground",
-            "--log-facility=-",
-            "--conf-file=/dev/null",
-            "--no-resolv",
-            "--no-hosts",
-            f"--addn-hosts={hosts}",
-            f"--listen-address={LOOPBACK}",
-            "--bind-interfaces",
-            f"--port={port}",
-            "--pid-file=",
-            # Stay the user we are: dnsmasq started as root would otherwise switch to `nobody`.
-            f"--user={pwd.getpwuid(os.getuid()).pw_name}",
-        ]
-        with _running(argv, root / "dnsmasq.log", port, probe_name, "A") as server:
+
+        def command(port: int) -> list[str]:
+            return [
+                binary,
+                "--keep-in-foreground",
+                "--log-facility=-",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                f"--addn-hosts={hosts}",
+                f"--listen-address={LOOPBACK}",
+                "--bind-interfaces",
+                f"--port={port}",
+                "--pid-file=",
+                # Stay the user we are: dnsmasq started as root would otherwise switch to `nobody`.
+                f"--user={pwd.getpwuid(os.getuid()).pw_name}",
+            ]
+
+        with _running(command, root / "dnsmasq.log", probe_name, "A") as server:
             yield server

@@ -125,3 +125,9 @@ def test_dnsmasq_answers_from_the_hosts_format(hosts_server: Server) -> None:
     assert hosts_server.query(fqdn("web.ns1.svc"), "AAAA").data("AAAA") == {"fd00:30::10"}
     assert hosts_server.query(fqdn("db.ns1.svc"), "A").data("A") == {"10.180.0.1", "10.180.0.2", "10.180.0.3"}
     assert hosts_server.query(fqdn("db-1.db.ns1.svc"), "A").data("A") == {"10.180.0.2"}
+
+
+def test_a_zone_named_refuses_is_an_error_with_its_log() -> None:
+    with pytest.raises(RuntimeError, match="answered SERVFAIL") as failure, named("not a zone\n", DOMAIN):
+        pass
+    assert "not loaded due to errors" in str(failure.value)
