@@ -412,6 +412,10 @@ def _no_match(t: _Trace) -> Explanation:
                 t.notes.append(
                     f"{q.dst} is {fe.kind.value} of {sp.key} on {fe.port}/{fe.protocol.value}, not {where}"
                 )
+    if not t.config.node_ips and any(_is_nodeport(sp, q) for sp in t.plan.for_family(t.family)):
+        t.notes.append(
+            f"a Service has NodePort {q.port}/{q.protocol.value}: give this node's addresses with --node-ip"
+        )
     for svc in t.plan.services:
         if svc.skipped and q.dst in svc.cluster_ips:
             t.notes.append(f"{svc.namespace}/{svc.name} has this ClusterIP but is not proxied: {svc.skipped}")

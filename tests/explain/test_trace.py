@@ -267,3 +267,9 @@ def test_backends_explain_does_not_model_get_a_note() -> None:
     plan = plan_of(web(), web_slice())
     assert any("may differ" in n for n in ask(plan, POD, CIP, 80, backend="userspace").notes)
     assert not ask(plan, POD, CIP, 80).notes
+
+
+def test_a_node_port_without_node_addresses_to_match_it_says_what_is_missing() -> None:
+    config = CONFIG.model_copy(update={"node_ips": ()})
+    e = ask(plan_of(external("NodePort"), web_slice(), config=config), EXTERNAL, NODE, 30080)
+    assert e.verdict == Verdict.NONE and any("--node-ip" in n for n in e.notes)
