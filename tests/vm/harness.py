@@ -443,11 +443,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "-e", dest="env", action="append", default=[], metavar="NAME=VALUE", help="export to SCRIPT"
     )
     ap.add_argument("--out", type=Path, help="host dir shared read-write at /out")
-    ap.add_argument("--timeout", type=float, default=300)
+    ap.add_argument("--timeout", type=float, default=300, help="seconds for the whole VM, boot included")
     ap.add_argument("--modules", help=f"modules to load first (default {' '.join(DEFAULT_MODULES)!r})")
     ap.add_argument("--mem", type=int, default=1024, help="guest MiB")
     ap.add_argument("--smp", type=int, default=1, help="guest CPUs (1 is fastest under TCG)")
-    ap.add_argument("--accel", choices=("kvm", "tcg"))
+    ap.add_argument("--accel", choices=("kvm", "tcg"), help="default: kvm only with real VT-x/AMD-V")
     ap.add_argument("--checkout", type=Path, help="exported as $SVC2RULES_CHECKOUT")
     ap.add_argument("--python", type=Path, help="exported as $SVC2RULES_PYTHON")
     ap.add_argument("--console", type=Path, help="keep the guest kernel console log here")

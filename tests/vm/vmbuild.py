@@ -1031,7 +1031,9 @@ def _assemble(roots: dict[str, Path], kpkg: str, out: Path, log: Log) -> dict[st
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(description="Build the svc2rules test VM image (kernel + initramfs).")
+    ap = argparse.ArgumentParser(
+        prog="build.sh", description="Build the svc2rules test VM image (kernel + initramfs)."
+    )
     ap.add_argument("--force", action="store_true", help="rebuild even if the cached image is current")
     ap.add_argument(
         "--cache", type=Path, help="cache dir (default $SVC2RULES_VM_CACHE or ~/.cache/svc2rules-vm)"
