@@ -325,37 +325,45 @@ class GroupedLayout:
 
     def _assemble(self) -> None:
         t = self.table
-        rc = self._rule_comment
-        affinity_check = "dnat ip to ip saddr . ip daddr . meta l4proto . th dport map @affinity"
-
-        for c in (
-            self.service_ips,
-            self.service_nodeports,
-            *(s.selector for s in self.spaces.values()),
-        ):
-            t.collection(c)
-        for space in self.spaces.values():
-            for pool in space.collections():
-                t.collection(pool)
-        t.collection(self.hairpin)
         if self.node_port_ips:
             for ip in self.node_port_ips:
                 if not ipaddress.ip_address(ip).is_loopback:
                     self.nodeport_ips.add(ip, sort_key=ip_key(ip))
-            t.collection(self.nodeport_ips)
+        for c in self._collections():
+            t.collection(c)
+        self._dispatch_chains()
+        self._layout_chains()
+        self._filter_chains()
+
+    def _collections(self) -> list[Collection]:
+        out = [self.service_ips, self.service_nodeports, *(s.selector for s in self.spaces.values())]
+        for space in self.spaces.values():
+            out += space.collections()
+        out.append(self.hairpin)
+        if self.node_port_ips:
+            out.append(self.nodeport_ips)
         if self.affinity:
-            for c in (self.affinity_map, self.affinity_services, self.affinity_nodeports):
-                t.collection(c)
-        for c in (
+            out += [self.affinity_map, self.affinity_services, self.affinity_nodeports]
+        return [*out, *self._verdict_collections()]
+
+    def _verdict_collections(self) -> list[Collection]:
+        return [
             self.no_endpoint_cluster_ips,
             self.no_endpoint_external_ips,
             self.no_endpoint_nodeports,
             self.firewall_ips,
             self.firewall_allow,
-        ):
-            t.collection(c)
+        ]
 
-        # nat: dispatch
+    def _postrouting_rules(self, chain: Chain) -> None:
+        chain.add(
+            "ct status dnat ip saddr . ip daddr @hairpin jump mark-for-masquerade",
+            self._rule_comment("hairpin: an endpoint reaching itself through a service"),
+        )
+
+    def _dispatch_chains(self) -> None:
+        t = self.table
+        rc = self._rule_comment
         chain = t.chain(
             self._hooked("nat-prerouting", NAT_PREROUTING, "service dispatch for arriving traffic")
         )
@@ -365,10 +373,7 @@ class GroupedLayout:
         )
         chain.add("jump services")
         chain = t.chain(self._hooked("nat-postrouting", NAT_POSTROUTING, "masquerade marked traffic"))
-        chain.add(
-            "ct status dnat ip saddr . ip daddr @hairpin jump mark-for-masquerade",
-            rc("hairpin: an endpoint reaching itself through a service"),
-        )
+        self._postrouting_rules(chain)
         chain.add("jump masquerading")
 
         services = t.chain(Chain("services", "first packet of a connection: one lookup per kind of frontend"))
@@ -393,7 +398,11 @@ class GroupedLayout:
         chain.add(f"meta mark set meta mark ^ {self.mark}")
         chain.add("masquerade fully-random")
 
-        # nat: one chain per kind of frontend
+    def _layout_chains(self) -> None:
+        """nat: one chain per kind of frontend, the pools, and affinity."""
+        t = self.table
+        rc = self._rule_comment
+        affinity_check = "dnat ip to ip saddr . ip daddr . meta l4proto . th dport map @affinity"
         check = [affinity_check] if self.affinity else []
         chain = t.chain(Chain("cluster-ip", "ClusterIP with usable endpoints"))
         if self.masquerade_all:
@@ -470,7 +479,10 @@ class GroupedLayout:
                     f"ct original proto-dst timeout {timeout}s : ip daddr . th dport }}"
                 )
 
-        # filter: REJECT / DROP / firewall, hooked like kube-proxy's iptables jumps
+    def _filter_chains(self) -> None:
+        """filter: REJECT / DROP / firewall, hooked like kube-proxy's iptables jumps."""
+        t = self.table
+        rc = self._rule_comment
         chain = t.chain(self._hooked("filter-input", FILTER_INPUT, "verdicts for traffic to this node"))
         chain.add("ct state new jump lb-firewall")
         chain.add("ct state new jump external-services")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from svc2rules.backends import Artifact, RenderOptions
 from svc2rules.backends.nftables.grouped import GroupedLayout
+from svc2rules.backends.nftables.kubeproxy import KubeProxyLayout
 from svc2rules.backends.nftables.objects import Table
 from svc2rules.backends.nftables.text import check_table_name, quote_comment
 from svc2rules.errors import BackendError, UsageError
@@ -13,7 +14,8 @@ from svc2rules.templating import render_template
 # kube-proxy drops per-endpoint comments above this many endpoints (largeClusterMode); element
 # comments also cost load time and kernel memory, so `auto` follows the same threshold.
 LARGE_CLUSTER_ENDPOINTS = 1000
-LAYOUTS = ("grouped",)
+# grouped: fixed number of objects (the default, see grouped.py); kube-proxy: per-Service chains.
+LAYOUTS = {"grouped": GroupedLayout, "kube-proxy": KubeProxyLayout}
 DEFAULT_LAYOUT = "grouped"
 
 
@@ -41,7 +43,7 @@ def render_nftables(plan: Plan, options: RenderOptions) -> Artifact:
     comments = options.comments != "never"
 
     table = Table("ip", name, quote_comment("svc2rules: Kubernetes Services") if comments else "")
-    builder = GroupedLayout(
+    builder = LAYOUTS[layout](
         plan,
         ports,
         table,
