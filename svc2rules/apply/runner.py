@@ -68,7 +68,9 @@ class Runner:
                 input=stdin,
                 capture_output=True,
                 text=True,
-                timeout=self.timeout,
+                # A kernel write is never cut short: killing a loader between two table
+                # commits is the one way to leave a half-written host.
+                timeout=None if loader else self.timeout,
                 check=False,
                 pass_fds=self.keep_fds if loader else (),
                 start_new_session=loader,

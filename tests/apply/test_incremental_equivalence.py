@@ -56,3 +56,23 @@ def test_incremental_equals_full(tmp_path: Path, backend: str) -> None:
     finally:
         drop_host(inc)
         drop_host(full)
+
+
+def test_a_rule_inserted_into_our_chain_does_not_shift_in_place_edits(tmp_path: Path) -> None:
+    require_root()
+    base = tmp_path / "base.json"
+    base.write_text(synthetic_cluster(60, 2))
+    changed = tmp_path / "changed.json"
+    changed.write_text(edited(base.read_text()))
+    inc, full = new_host(tmp_path, "inc"), new_host(tmp_path, "full")
+    try:
+        assert inc.cli("apply", "-f", str(base)).returncode == 0
+        # Someone inserts into our dispatch chain: the state's positions are now off by one.
+        inc.run(["iptables", "-t", "nat", "-I", "SVC2R-SERVICES", "1", "-d", "192.0.2.1", "-j", "RETURN"])
+        proc = inc.cli("apply", "-f", str(changed))
+        assert proc.returncode == 0, proc.stderr
+        assert full.cli("apply", "-f", str(changed)).returncode == 0
+        assert inc.ours_iptables() == full.ours_iptables()
+    finally:
+        drop_host(inc)
+        drop_host(full)

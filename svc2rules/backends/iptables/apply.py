@@ -254,7 +254,7 @@ class IptablesApplier:
         for table in TABLE_ORDER:
             section = Section(table, full=full)
             old_chains = old_tables.get(table, {})
-            self._section(section, old_chains, new_tables[table], full, counts, marker)
+            self._section(section, old_chains, new_tables[table], full, counts, marker, runner)
             self._jump_fixes(section, live_jumps.get(table, {}), desired.jumps.get(table, []), counts)
             sections.append(section)
 
@@ -295,6 +295,7 @@ class IptablesApplier:
         full: bool,
         counts: dict[str, int],
         marker: str,
+        runner: Runner,
     ) -> None:
         declare: list[str] = []
         appends: list[str] = []
@@ -309,7 +310,10 @@ class IptablesApplier:
             old_rules = before.split("\n") if before else []
             if before is not None and not full and len(old_rules) > POSITIONAL_MIN_RULES:
                 ops = _positional(chain, old_rules, rules)
-                if len(ops) < len(rules) // 2:
+                # Positions come from the state: edit in place only if the kernel's chain still
+                # has exactly the rules the state says (nobody inserted into our chain).
+                live = self._list_chain(runner, section.table, chain) if len(ops) < len(rules) // 2 else None
+                if live is not None and len(live) == len(old_rules):
                     edits.extend(ops)
                     counts["edited"] += len(ops)
                     continue
