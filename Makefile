@@ -5,8 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # System tools the tests drive for real (run as root they are installed when missing).
-APT_PACKAGES := iptables nftables iproute2 conntrack ipset ipvsadm procps kmod qemu-system-x86 cpio xz-utils dnsmasq bind9-utils bind9-dnsutils
-APT_TOOLS := iptables-restore nft ip conntrack ipset ipvsadm sysctl modprobe qemu-system-x86_64 cpio xz dnsmasq named-checkzone dig
+APT_PACKAGES := iptables nftables iproute2 conntrack ipset ipvsadm procps kmod qemu-system-x86 cpio xz-utils dnsmasq bind9 bind9-utils bind9-dnsutils
+APT_TOOLS := iptables-restore nft ip conntrack ipset ipvsadm sysctl modprobe qemu-system-x86_64 cpio xz dnsmasq named named-checkzone dig
 
 .PHONY: demo test lint typecheck unit golden bench system-deps clean
 
