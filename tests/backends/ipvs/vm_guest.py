@@ -420,11 +420,12 @@ def main() -> int:
     readback()
     cleanup()
     auto()
+    # The lab scenarios run in the lab's node namespace: the foreign one lives out here.
+    report["foreign_survived"] = FOREIGN in saved()
     try:
         run_lab_scenarios()
     except BaseException:
         report["lab"] = {"error": traceback.format_exc()}
-    report["foreign_survived"] = FOREIGN in saved()
     (OUT / "report.json").write_text(json.dumps(report, indent=1, default=str))
     return 0
 
