@@ -95,7 +95,7 @@ def fmt(run: Run) -> str:
     return f"{run.wall:6.2f} s (user {run.user:.2f}, sys {run.sys:.2f}, rss {run.maxrss_mib:.0f} MiB)"
 
 
-def bench_one(services: int, endpoints: int, workdir: Path, load: bool) -> dict[str, object]:
+def bench_one(services: int, endpoints: int, workdir: Path, load: bool, layout: str) -> dict[str, object]:
     manifest = workdir / f"cluster-{services}x{endpoints}.json"
     manifest.write_text(synth.as_json(services, endpoints))
     compile_run, text_bytes = timed(
@@ -109,14 +109,15 @@ def bench_one(services: int, endpoints: int, workdir: Path, load: bool) -> dict[
             *NODE_ARGS,
         ]
     )
+    plan = build_plan([Source(str(manifest), manifest.read_bytes())], CONFIG).plan
+    start = time.perf_counter()
+    rendered = render(plan, "nftables", RenderOptions(extra={"nft_layout": layout}))
+    render_s = time.perf_counter() - start
+    if layout != "grouped":  # the CLI renders the default layout; load the one asked for
+        text_bytes = rendered.text.encode()
     script = workdir / f"ruleset-{services}x{endpoints}.nft"
     script.write_bytes(text_bytes)
     text = text_bytes.decode()
-
-    plan = build_plan([Source(str(manifest), manifest.read_bytes())], CONFIG).plan
-    start = time.perf_counter()
-    render(plan, "nftables", RenderOptions())
-    render_s = time.perf_counter() - start
 
     result: dict[str, object] = {
         "services": services,
@@ -129,13 +130,13 @@ def bench_one(services: int, endpoints: int, workdir: Path, load: bool) -> dict[
         "chains": len(re.findall(r"^\tchain ", text, re.M)),
         "sets_maps": len(re.findall(r"^\t(?:set|map) ", text, re.M)),
     }
-    print(f"S={services} x E={endpoints}")
+    print(f"S={services} x E={endpoints} (layout {layout})")
     print(f"  compile  {fmt(compile_run)}   render only {render_s:.2f} s")
     print(f"  size     {len(text_bytes) / 1e6:.2f} MB, {result['lines']} lines")
     print(f"  objects  {result['chains']} chains, {result['sets_maps']} sets/maps")
     if load:
         first, again, kmem = load_in_fresh_netns(script)
-        target = TARGETS.get(services) if endpoints == 10 else None
+        target = TARGETS.get(services) if endpoints == 10 and layout == "grouped" else None
         verdict = (
             ""
             if target is None
@@ -163,13 +164,14 @@ def main() -> int:
     parser.add_argument("-E", "--endpoints", type=int, default=10)
     parser.add_argument("--no-load", action="store_true", help="compile and size only (no root needed)")
     parser.add_argument("--json", action="store_true", help="also print one JSON object per size")
+    parser.add_argument("--layout", choices=("grouped", "kube-proxy"), default="grouped")
     args = parser.parse_args()
     load = not args.no_load
     if load and os.geteuid() != 0:
         parser.error("loading needs root (network namespaces); use --no-load to only compile")
     with tempfile.TemporaryDirectory(prefix="s2r-nftbench-") as tmp:
         for services in (int(s) for s in args.services.split(",") if s):
-            result = bench_one(services, args.endpoints, Path(tmp), load)
+            result = bench_one(services, args.endpoints, Path(tmp), load, args.layout)
             if args.json:
                 print(json.dumps(result))
     return 0
