@@ -114,6 +114,9 @@ class Balancer:
         if sticky in order and not self.hold_down.held(sticky):
             order.remove(sticky)
             order.insert(0, sticky)
+        # Sticky from the choice on, as kube-proxy's LoadBalancerRR: the client's next connection
+        # may arrive before this one is established, and must not be sent elsewhere.
+        self.remember(client, order[0])
         return [order[i % n] for i in range(max(n, len(DIAL_TIMEOUTS)))]
 
     def connected(self, client: str, endpoint: str) -> None:

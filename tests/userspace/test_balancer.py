@@ -120,3 +120,10 @@ def test_a_sticky_endpoint_that_left_the_list_is_forgotten() -> None:
     old.connected("1.1.1.1", EPS[0])
     new = Balancer(EPS[1:], affinity=table, hold_down=HoldDown(clock))
     assert new.attempts("1.1.1.1")[0] in EPS[1:]
+
+
+def test_a_client_is_sticky_from_the_choice_on_not_only_once_connected() -> None:
+    b = balancer(affinity=10)
+    first = b.attempts("1.1.1.1")[0]
+    # A second connection from the same client before the first one was established.
+    assert b.attempts("1.1.1.1")[0] == first
