@@ -141,7 +141,8 @@ class IpvsApplier:
             else:
                 foreign.add(vs.key)
         live.foreign = frozenset(foreign)
-        live.tables = self._tables if self._tables is not None else tables.read_live(runner, names)
+        cached = self._tables if self.names.prefix == names.prefix else None  # read by marker()
+        live.tables = cached if cached is not None else tables.read_live(runner, names)
         self._tables = None
         return live
 
