@@ -22,6 +22,9 @@ def edited(text: str) -> str:
     items.remove(by_name[("EndpointSlice", "svc-00017-abcde")])
     by_name[("EndpointSlice", "svc-00005-abcde")]["endpoints"][0]["addresses"] = ["10.99.0.5"]
     by_name[("EndpointSlice", "svc-00030-abcde")]["endpoints"] = []
+    # A third endpoint: no other Service has three (a new nftables endpoint-count group).
+    extra = dict(by_name[("EndpointSlice", "svc-00040-abcde")]["endpoints"][0], addresses=["10.99.0.40"])
+    by_name[("EndpointSlice", "svc-00040-abcde")]["endpoints"].append(extra)
     new = json.loads(synthetic_cluster(1, 2, shift=900))["items"]
     new[0]["metadata"]["name"] = "svc-added"
     new[0]["spec"]["clusterIP"] = "172.20.9.9"
@@ -46,11 +49,14 @@ def test_incremental_equals_full(tmp_path: Path, backend: str) -> None:
         assert "incremental" in proc.stderr
         if backend == "iptables":
             assert "0 rule(s) edited in place" not in proc.stderr, proc.stderr  # SERVICES edited in place
+        else:
+            assert "set/map/chain(s) added" in proc.stderr, proc.stderr  # the new group, not a reload
         proc = full.cli("apply", "-f", str(changed), backend=backend)
         assert proc.returncode == 0 and "full" in proc.stderr, proc.stderr
         assert inc.ours(backend) == full.ours(backend)
         # And back again.
-        assert inc.cli("apply", "-f", str(base), backend=backend).returncode == 0
+        proc = inc.cli("apply", "-f", str(base), backend=backend)
+        assert proc.returncode == 0 and "incremental" in proc.stderr, proc.stderr
         assert full.cli("apply", "-f", str(base), backend=backend).returncode == 0
         assert inc.ours(backend) == full.ours(backend)
     finally:

@@ -33,6 +33,7 @@ MARKER_SET = "applied-generation"
 FAMILY = "ip"
 _GENERATION = re.compile(r"svc2rules generation ([A-Za-z0-9-]+)")
 _COLLECTION = re.compile(r"^\t(map|set) (\S+) \{$")
+_BLOCK = re.compile(r"^\t(map|set|chain) (\S+) \{$")
 _ERROR_LINE = re.compile(r":(\d+):\d+(?:-\d+)?: Error: (.*)")
 _SERVICE = re.compile(r'comment "([a-z0-9.-]+/[a-z0-9.-]+(?::[a-z0-9-]+)?)')
 
@@ -61,8 +62,8 @@ def element_key(text: str) -> str:
 def split_script(text: str) -> tuple[str, Elements]:
     """The rendered script -> (skeleton without elements, elements per collection).
 
-    Reads the template's fixed layout: a collection opens with `\\tmap|set NAME {`, its
-    elements sit one per line, indented three tabs, inside `\\t\\telements = {`.
+    Reads the template's fixed layout: a collection opens with `\tmap|set NAME {`, its
+    elements sit one per line, indented three tabs, inside `\t\telements = {`.
     """
     skeleton: list[str] = []
     elements: Elements = {}
@@ -85,6 +86,59 @@ def split_script(text: str) -> tuple[str, Elements]:
             continue
         skeleton.append(line)
     return "\n".join(skeleton), elements
+
+
+def skeleton_blocks(skeleton: str) -> tuple[str, dict[str, str]]:
+    """Skeleton -> (header: every line outside a set/map/chain, {"map NAME": block text}).
+
+    Blocks are what can come and go incrementally (a new endpoint-count group is one map
+    and one chain); the header is the table itself."""
+    header: list[str] = []
+    blocks: dict[str, str] = {}
+    current: list[str] | None = None
+    for line in skeleton.splitlines():
+        if current is None:
+            match = _BLOCK.match(line)
+            if match:
+                current = [line]
+                name = f"{match.group(1)} {match.group(2)}"
+                continue
+            header.append(line)
+        else:
+            current.append(line)
+            if line == "\t}":
+                blocks[name] = "\n".join(current)
+                current = None
+    return "\n".join(line for line in header if line.strip()), blocks
+
+
+def _sorted_blocks(lines: list[str]) -> str:
+    """A listing with its sets, maps and chains in name order: the kernel lists them in
+    creation order, which an incremental update changes without changing the ruleset."""
+    head: list[str] = []
+    tail: list[str] = []
+    blocks: list[list[str]] = []
+    current: list[str] | None = None
+    for line in lines:
+        if current is not None:
+            current.append(line)
+            if line == "\t}":
+                blocks.append(current)
+                current = None
+        elif _BLOCK.match(line):
+            current = [line]
+        elif not line.strip():
+            continue
+        elif blocks:
+            tail.append(line)
+        else:
+            head.append(line)
+    out = head + [line for block in sorted(blocks) for line in block] + tail
+    return "\n".join(out) + "\n" if out else ""
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class NftablesApplier:
@@ -138,21 +192,25 @@ class NftablesApplier:
         self, runner: Runner, old: dict[str, Any] | None, trusted: bool, desired: Desired, generation: str
     ) -> Change:
         self.table = desired.table
-        skeleton_hash = hashlib.sha256(desired.skeleton.encode()).hexdigest()
+        header, blocks = skeleton_blocks(desired.skeleton)
+        block_hashes = {name: _digest(text) for name, text in blocks.items()}
         new_state = {
             "backend": self.name,
             "generation": generation,
             "table": self.table,
-            "skeleton": skeleton_hash,
+            "header": _digest(header),
+            "blocks": block_hashes,
             "elements": desired.elements,
             "udp": desired.udp,
         }
         details: dict[str, Any] = {"desired": desired}
+        old_blocks: dict[str, str] = (old or {}).get("blocks", {})
         if (
             not trusted
             or old is None
-            or old.get("skeleton") != skeleton_hash
             or old.get("table") != self.table
+            or old.get("header") != new_state["header"]
+            or any(old_blocks[name] != digest for name, digest in block_hashes.items() if name in old_blocks)
         ):
             payload = desired.text + "\n".join(self._marker_commands(generation, replace=False)) + "\n"
             count = sum(len(e) for e in desired.elements.values())
@@ -160,7 +218,14 @@ class NftablesApplier:
                 "full", payload, f"full: table {self.table} replaced ({count} elements)", new_state, details
             )
 
-        commands: list[str] = []
+        # Only whole blocks come or go (e.g. a new endpoint-count group): the transaction
+        # deletes stale elements, then unused chains, then unused sets/maps; adds new
+        # sets/maps, then chains (their rules name the maps), then elements (they name chains).
+        gone_blocks = sorted(name for name in old_blocks if name not in block_hashes)
+        new_blocks = [name for name in blocks if name not in old_blocks]
+        gone_collections = {name.split(" ", 1)[1] for name in gone_blocks if not name.startswith("chain ")}
+        deletes: list[str] = []
+        adds: list[str] = []
         deleted = added = 0
         old_elements: Elements = old.get("elements", {})
         for name in sorted(set(old_elements) | set(desired.elements)):
@@ -168,16 +233,36 @@ class NftablesApplier:
             after = desired.elements.get(name, {})
             gone = [k for k, text in before.items() if after.get(k) != text]
             new = [text for k, text in after.items() if before.get(k) != text]
-            if gone:
-                commands.append(f"delete element {FAMILY} {self.table} {name} {{ {', '.join(gone)} }}")
+            if gone and name not in gone_collections:
+                deletes.append(f"delete element {FAMILY} {self.table} {name} {{ {', '.join(gone)} }}")
                 deleted += len(gone)
             if new:
-                commands.append(f"add element {FAMILY} {self.table} {name} {{ {', '.join(new)} }}")
+                adds.append(f"add element {FAMILY} {self.table} {name} {{ {', '.join(new)} }}")
                 added += len(new)
-        if not commands:
+        if not deletes and not adds and not gone_blocks and not new_blocks:
             return Change("none", "", "no changes", None)
-        commands = self._marker_commands(generation, replace=True) + commands
+        structure: list[str] = []
+        structure += [
+            f"delete {name.replace(' ', f' {FAMILY} {self.table} ', 1)}"
+            for name in gone_blocks
+            if name.startswith("chain ")
+        ]
+        structure += [
+            f"delete {name.replace(' ', f' {FAMILY} {self.table} ', 1)}"
+            for name in gone_blocks
+            if not name.startswith("chain ")
+        ]
+        ordered = [n for n in new_blocks if not n.startswith("chain ")] + [
+            n for n in new_blocks if n.startswith("chain ")
+        ]
+        if ordered:
+            structure.append(f"table {FAMILY} {self.table} {{")
+            structure += [blocks[name] for name in ordered]
+            structure.append("}")
+        commands = self._marker_commands(generation, replace=True) + deletes + structure + adds
         summary = f"incremental: {deleted} element(s) deleted, {added} element(s) added"
+        if gone_blocks or new_blocks:
+            summary += f", {len(new_blocks)} set/map/chain(s) added, {len(gone_blocks)} removed"
         return Change("incremental", "\n".join(commands) + "\n", summary, new_state, details)
 
     def plan_cleanup(self, runner: Runner, old: dict[str, Any] | None, options: RenderOptions) -> Change:
@@ -274,7 +359,7 @@ class NftablesApplier:
             if out and not stripped and not out[-1].strip():
                 continue
             out.append(line)
-        return "\n".join(out) + "\n" if out else ""
+        return _sorted_blocks(out)
 
     def dump_live(self, runner: Runner, options: RenderOptions) -> str:
         self.table = check_table_name(options.table)
