@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
 import signal
 import subprocess
@@ -19,8 +21,14 @@ def proxy_argv(*args: str) -> list[str]:
 class ProxyProcess:
     def __init__(self, argv: list[str]) -> None:
         self.argv = argv
+        # A session of its own: close() can then end the proxy and anything a wrapper started.
         self.proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
         )
         self.log: list[str] = []
         self._lines: queue.Queue[str | None] = queue.Queue()
@@ -59,8 +67,8 @@ class ProxyProcess:
         return self.proc.wait(timeout)
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
         self._reader.join(5)
 
