@@ -95,7 +95,9 @@ def fmt(run: Run) -> str:
     return f"{run.wall:6.2f} s (user {run.user:.2f}, sys {run.sys:.2f}, rss {run.maxrss_mib:.0f} MiB)"
 
 
-def bench_one(services: int, endpoints: int, workdir: Path, load: bool, layout: str) -> dict[str, object]:
+def bench_one(
+    services: int, endpoints: int, workdir: Path, load: bool, layout: str, repeat: int = 1
+) -> dict[str, object]:
     manifest = workdir / f"cluster-{services}x{endpoints}.json"
     manifest.write_text(synth.as_json(services, endpoints))
     compile_run, text_bytes = timed(
@@ -135,7 +137,12 @@ def bench_one(services: int, endpoints: int, workdir: Path, load: bool, layout: 
     print(f"  size     {len(text_bytes) / 1e6:.2f} MB, {result['lines']} lines")
     print(f"  objects  {result['chains']} chains, {result['sets_maps']} sets/maps")
     if load:
-        first, again, kmem = load_in_fresh_netns(script)
+        # On a shared machine a run can be starved of CPU; the best of several fresh loads is
+        # the figure that reflects the ruleset (the user/sys columns show the work done).
+        runs = sorted((load_in_fresh_netns(script) for _ in range(repeat)), key=lambda r: r[0].wall)
+        first, again, kmem = runs[0]
+        if repeat > 1:
+            print(f"  loads    {', '.join(f'{r[0].wall:.2f}' for r in runs)} s (fresh, best first)")
         target = TARGETS.get(services) if endpoints == 10 and layout == "grouped" else None
         verdict = (
             ""
@@ -165,13 +172,14 @@ def main() -> int:
     parser.add_argument("--no-load", action="store_true", help="compile and size only (no root needed)")
     parser.add_argument("--json", action="store_true", help="also print one JSON object per size")
     parser.add_argument("--layout", choices=("grouped", "kube-proxy"), default="grouped")
+    parser.add_argument("--repeat", type=int, default=1, help="fresh loads per size; the best is reported")
     args = parser.parse_args()
     load = not args.no_load
     if load and os.geteuid() != 0:
         parser.error("loading needs root (network namespaces); use --no-load to only compile")
     with tempfile.TemporaryDirectory(prefix="s2r-nftbench-") as tmp:
         for services in (int(s) for s in args.services.split(",") if s):
-            result = bench_one(services, args.endpoints, Path(tmp), load, args.layout)
+            result = bench_one(services, args.endpoints, Path(tmp), load, args.layout, args.repeat)
             if args.json:
                 print(json.dumps(result))
     return 0
