@@ -28,7 +28,7 @@ def web_slice(eps: list[dict[str, Any]] | None = None) -> dict[str, Any]:
 def external(type_: str = "LoadBalancer", **spec: Any) -> dict[str, Any]:
     ports = [{"name": "http", "port": 80, "targetPort": 8080, "nodePort": 30080}]
     status = {"loadBalancer": {"ingress": [{"ip": "1.2.3.4"}]}} if type_ == "LoadBalancer" else None
-    extra = {"status": status} if status else {}
+    extra: dict[str, Any] = {"status": status} if status else {}
     return service(
         "web", clusterIP=CIP, type=type_, ports=ports, externalIPs=["192.168.99.1"], **extra, **spec
     )

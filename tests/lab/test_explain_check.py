@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -28,12 +29,12 @@ class FakeLab:
     history: list[ProbeResult] = field(default_factory=list)
 
 
-def checked(probe: Probe, outcomes: list[Outcome], masquerade_all: bool = False) -> None:
+def checked(probe: Probe, outcomes: Sequence[Outcome], masquerade_all: bool = False) -> None:
     # As Lab.probe_many records them: the origin's default client, None (kernel's choice) for the node.
     default = {"ext": EXT_CLIENT, "pod": POD_CLIENT, "node": None}[probe.origin]
     sources = [default if s is None else s for s in probe.sources()]
     lab = FakeLab(
-        [Deployment("iptables", MANIFEST, masquerade_all, 0)], [ProbeResult(probe, outcomes, sources)]
+        [Deployment("iptables", MANIFEST, masquerade_all, 0)], [ProbeResult(probe, list(outcomes), sources)]
     )
     check_explain(lab)  # type: ignore[arg-type]
 
@@ -81,7 +82,7 @@ def test_the_node_picks_its_source_like_the_lab_routes_say() -> None:
 
 
 def test_backends_explain_does_not_model_are_not_replayed() -> None:
-    wrong = [Rejected("ECONNREFUSED")]
+    wrong: list[Outcome] = [Rejected("ECONNREFUSED")]
     probe = Probe("pod", CIP, 80)
     lab = FakeLab([Deployment("userspace", MANIFEST, False, 0)], [ProbeResult(probe, wrong, [POD_CLIENT])])
     check_explain(lab)  # type: ignore[arg-type]

@@ -18,7 +18,7 @@ import pytest
 from .agents import Listeners
 from .lab import Lab
 from .manifests import Ep, endpoint_slice, port, service
-from .probe import Answered, Dropped, Probe, Rejected, Sink
+from .probe import Answered, Dropped, Origin, Probe, Rejected, Sink
 from .scenario import assert_uniform, eps
 from .topology import EXT_CLIENTS_IN_RANGE, NODE_IP, NODE_PODS_IP, POD_CLIENTS
 from .userspace_proxy import Conversation, EchoEndpoint, LabProxy
@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.root, pytest.mark.lab]
 
 POD = [f"10.180.0.{i}" for i in range(1, 9)]
 NO_SUCH_POD = "10.180.0.99"  # routed to the pods namespace, which owns no such address: silence
-ORIGINS = ("ext", "pod", "node")
+ORIGINS: tuple[Origin, ...] = ("ext", "pod", "node")
 VIP = "172.30.0.10"
 # Connections that should be answered get time to be: every one of them goes through a Python
 # process on a shared machine, and a late answer is not the failure these scenarios look for.

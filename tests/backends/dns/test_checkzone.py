@@ -48,7 +48,9 @@ def headless_services(draw: st.DrawFn) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for i in range(draw(st.integers(1, 3))):
         name = f"h{i}"
-        ports = draw(st.sampled_from([[], [{"name": "pg", "port": 5432}], [{"port": 80}]]))
+        ports: list[dict[str, Any]] = draw(
+            st.sampled_from([[], [{"name": "pg", "port": 5432}], [{"port": 80}]])
+        )
         out.append(headless(name, publishNotReadyAddresses=draw(st.booleans()), ports=ports))
         eps = [
             pod(

@@ -19,7 +19,7 @@ DEFAULT_RANGE = PortRange(20000, 29999)
 
 def ports_of(objects: list[dict[str, object]], port_range: PortRange = DEFAULT_RANGE) -> dict[Pool, int]:
     """The proxy ports of the first service port: what the rules must point at."""
-    layout = build_layout(plan_of(objects), port_range)  # type: ignore[arg-type]
+    layout = build_layout(plan_of(objects), port_range)
     return {lst.pool: lst.port for lst in layout if lst.service_port.key.name == "svc1"}
 
 
@@ -237,5 +237,5 @@ def test_chains_never_collide_with_the_iptables_backend() -> None:
 
 
 def render_iptables_chains(objects: list[dict[str, object]]) -> set[str]:
-    text = render(plan_of(objects), "iptables", RenderOptions()).text  # type: ignore[arg-type]
+    text = render(plan_of(objects), "iptables", RenderOptions()).text
     return {line[1:].split()[0] for line in text.splitlines() if line.startswith(":")}
