@@ -89,5 +89,9 @@ class Runner:
 
 
 def first_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    lines = [
+        line.strip()
+        for line in text.strip().splitlines()
+        if line.strip() and not line.startswith("Try `")  # iptables' usage hint, not the error
+    ]
     return " / ".join(lines[:3]) if lines else "(no message)"
