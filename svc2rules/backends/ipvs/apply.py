@@ -135,11 +135,14 @@ class IpvsApplier:
         ledger = live.sets.get(names.owned_virtual_servers)
         recorded = {key for key in (_ledger_key(e) for e in (ledger.entries if ledger else ())) if key}
         foreign = set()
+        destinations = k.dump_destinations()
         for vs in k.dump_services():
-            if vs.key in recorded or vs.address in live.addresses:
-                live.services[vs.key] = k.dump_real_servers(vs)
-            else:
+            if vs.key not in recorded and vs.address not in live.addresses:
                 foreign.add(vs.key)
+            elif destinations is not None and vs.key in destinations:
+                live.services[vs.key] = k.live_service(vs, destinations[vs.key])
+            else:
+                live.services[vs.key] = k.dump_real_servers(vs)
         live.foreign = frozenset(foreign)
         cached = self._tables if self.names.prefix == names.prefix else None  # read by marker()
         live.tables = cached if cached is not None else tables.read_live(runner, names)

@@ -15,8 +15,10 @@ import errno
 import os
 import socket
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from svc2rules.backends.ipvs import proctable
 from svc2rules.backends.ipvs.model import (
     MANAGED_FLAG_MASK,
     PROTOCOL_NAMES,
@@ -146,6 +148,24 @@ class Kernel:
                 )
             )
         return out
+
+    def dump_destinations(self) -> dict[tuple[str, str, int], list[proctable.Destination]] | None:
+        """Every virtual server's real servers from /proc (one read), or None without it."""
+        try:
+            return proctable.destinations(Path(proctable.PATH).read_text(encoding="ascii"))
+        except OSError:
+            return None
+
+    @staticmethod
+    def live_service(vs: VirtualServer, found: list[proctable.Destination]) -> LiveService:
+        servers = tuple(sorted(RealServer(d.address, d.port, d.weight) for d in found))
+        return LiveService(
+            VirtualServer(
+                vs.protocol, vs.address, vs.port, vs.scheduler, vs.persistence, vs.sched_flags, servers
+            ),
+            {(d.address, d.port): d.connections for d in found},
+            {(d.address, d.port): d.forward_method for d in found},
+        )
 
     def dump_real_servers(self, vs: VirtualServer) -> LiveService:
         servers = []

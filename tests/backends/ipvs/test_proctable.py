@@ -39,3 +39,13 @@ def test_a_weight_a_real_server_a_scheduler_or_a_missing_virtual_server_does() -
     extra = VirtualServer("udp", "172.30.0.53", 53, "rr", real_servers=(RealServer("10.180.0.2", 53),))
     assert not proctable.matches(TABLE, proctable.expected([extra]))
     assert not proctable.matches(TABLE, proctable.expected([VirtualServer("tcp", "172.30.0.99", 80, "rr")]))
+
+
+def test_real_servers_and_their_connections_come_from_one_read() -> None:
+    found = proctable.destinations(
+        TABLE + "TCP  0A000001:0050 rr  \n  -> 0AB40002:1F90      Route   1      2          3\n"
+    )
+    assert found[("udp", "172.30.0.53", 53)] == []
+    assert found[("tcp", "172.30.0.10", 80)] == [proctable.Destination("10.180.0.1", 8080, 0, 3, 0)]
+    assert found[("sctp", "172.30.0.9", 9)] == [proctable.Destination("10.180.0.1", 9, 0, 0, 0)]
+    assert found[("tcp", "10.0.0.1", 80)] == [proctable.Destination("10.180.0.2", 8080, 3, 1, 5)]
