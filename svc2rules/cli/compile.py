@@ -73,6 +73,14 @@ def compile_command(
             "overrides the config file's ipvs.scheduler.",
         ),
     ] = None,
+    nft_layout: Annotated[
+        str | None,
+        typer.Option(
+            "--nft-layout",
+            help="nftables backend: 'grouped' (default; object count independent of the number of "
+            "Services) or 'kube-proxy' (kube-proxy's per-Service chains).",
+        ),
+    ] = None,
 ) -> None:
     """Compile manifests into a ruleset on stdout (diagnostics on stderr)."""
     with cli_errors():
@@ -97,6 +105,8 @@ def compile_command(
             return
         dns = {"cluster_domain": cluster_domain, "dns_format": dns_format, "dns_server_ip": dns_server_ip}
         extra = {key: value for key, value in dns.items() if value is not None}
+        if nft_layout is not None:
+            extra["nft_layout"] = nft_layout
         if ipvs_scheduler is not None:
             extra["ipvs_scheduler"] = check_scheduler(ipvs_scheduler, "--ipvs-scheduler")
         options = RenderOptions(

@@ -134,3 +134,16 @@ def test_console_script_has_no_traceback_on_bad_input(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_nft_layout_selects_the_kube_proxy_compatible_layout() -> None:
+    code, grouped, _ = compile_("--backend", "nftables", *NODE_ARGS, stdin=MANIFEST)
+    assert code == 0 and "service-" not in grouped.split("chain ")[-1]
+    code, compatible, _ = compile_(
+        "--backend", "nftables", "--nft-layout", "kube-proxy", *NODE_ARGS, stdin=MANIFEST
+    )
+    assert code == 0
+    # kube-proxy's per-Service chain naming: hash8-ns/svc/proto/port.
+    assert "-ns1/svc1/tcp/p80" in compatible
+    code, out, err = compile_("--backend", "nftables", "--nft-layout", "flat", *NODE_ARGS, stdin=MANIFEST)
+    assert (code, out) == (2, "") and "unknown nftables layout 'flat'" in err
