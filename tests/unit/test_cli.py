@@ -138,7 +138,7 @@ def test_console_script_has_no_traceback_on_bad_input(tmp_path: Path) -> None:
 
 def test_nft_layout_selects_the_kube_proxy_compatible_layout() -> None:
     code, grouped, _ = compile_("--backend", "nftables", *NODE_ARGS, stdin=MANIFEST)
-    assert code == 0 and "service-" not in grouped.split("chain ")[-1]
+    assert code == 0 and "-ns1/svc1/tcp/p80" not in grouped
     code, compatible, _ = compile_(
         "--backend", "nftables", "--nft-layout", "kube-proxy", *NODE_ARGS, stdin=MANIFEST
     )
