@@ -13,7 +13,7 @@ from tests.lab.lab import Lab
 from tests.lab.probe import Answered, Attempt, run_attempts
 from tests.lab.topology import EXT_CLIENT
 
-from .helpers import BACKENDS, CLI, require_root
+from .helpers import BACKENDS, CLI, labns_which, require_root
 
 pytestmark = [pytest.mark.root, pytest.mark.lab]
 
@@ -75,6 +75,8 @@ def apply(lab: Lab, manifest: Path, backend: str, state: Path, *extra: str) -> N
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_udp_flow_moves_to_the_live_endpoint(tmp_path: Path, backend: str, cleanup: bool) -> None:
     require_root()
+    if not labns_which("conntrack"):
+        pytest.skip("needs the conntrack tool")
     old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
     old.write_text(dns("10.180.0.1"))
     new.write_text(dns("10.180.0.2"))
