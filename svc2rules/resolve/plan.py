@@ -76,7 +76,9 @@ def resolve(objects: Sequence[tuple[str, KubeObject]], config: ProxyConfig) -> R
     # Only headless Services publish endpoints in DNS; merging the rest would cost a
     # third of the whole resolution at 10k Services for records nobody reads.
     headless = {(svc.namespace, svc.name) for _, svc in services if svc.is_headless}
-    dns_map = dns_endpoints_by_service((s for s in dns_slices if (s.namespace, s.service) in headless), publish)
+    dns_map = dns_endpoints_by_service(
+        (s for s in dns_slices if (s.namespace, s.service) in headless), publish
+    )
     warnings: list[Diagnostic] = []
     ports: list[ServicePort] = []
     records: list[ServiceRecord] = []
