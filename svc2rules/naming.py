@@ -72,6 +72,31 @@ class ChainNames:
     def endpoint(self, sp: ServicePort, ep: Endpoint) -> str:
         return f"{self.prefix}-SEP-{endpoint_hash(str(sp.key), sp.protocol.keyword, ep.address)}"
 
+    @property
+    def applied_marker(self) -> str:
+        """An empty chain per table whose presence tells apply which generation is loaded."""
+        return f"{self.prefix}-APPLIED"
+
+    def owns(self, chain: str) -> bool:
+        """Chains the iptables backend creates and may delete.
+
+        Not every `SVC2R-*` chain: the ipvs and userspace backends keep theirs under the same
+        prefix (`SVC2R-IPVS-*`, `SVC2R-USERSPACE-*`), and cleaning up one backend must not
+        take another's rules with it.
+        """
+        fixed = (
+            self.services,
+            self.external_services,
+            self.node_ports,
+            self.postrouting,
+            self.mark_masq,
+            self.forward,
+            self.proxy_firewall,
+            self.firewall,
+            self.applied_marker,
+        )
+        return chain in fixed or self.is_service_chain(chain)
+
     def is_service_chain(self, chain: str) -> bool:
         """Per-service chains (the ones that come and go with Services)."""
         return any(chain.startswith(f"{self.prefix}-{k}-") for k in ("SVC", "SVL", "EXT", "FW", "SEP"))

@@ -122,7 +122,7 @@ class IptablesApplier:
     # -- what we want ----------------------------------------------------------------------
 
     def marker_chain(self) -> str:
-        return f"{self.names.prefix}-APPLIED"
+        return self.names.applied_marker
 
     def desired(self, plan: Plan, options: RenderOptions) -> Desired:
         self.names = ChainNames(options.chain_prefix)
@@ -197,13 +197,12 @@ class IptablesApplier:
     def _targets_us(self, spec: str) -> bool:
         words = spec.split()
         for i, word in enumerate(words[:-1]):
-            if word in ("-j", "--jump", "-g", "--goto") and words[i + 1].startswith(self.names.prefix + "-"):
+            if word in ("-j", "--jump", "-g", "--goto") and self.names.owns(words[i + 1]):
                 return True
         return False
 
     def read_live(self, runner: Runner, options: RenderOptions) -> dict[str, Any] | None:
         self.names = ChainNames(options.chain_prefix)
-        prefix = self.names.prefix + "-"
         tables: dict[str, dict[str, str]] = {}
         jumps_live: dict[str, dict[str, list[str]]] = {}
         for table in TABLE_ORDER:
@@ -211,11 +210,11 @@ class IptablesApplier:
             chains: Chains = {}
             live_jumps: dict[str, list[str]] = {}
             for line in result.stdout.splitlines() if result.ok else []:
-                if line.startswith(":") and line[1:].startswith(prefix):
+                if line.startswith(":") and self.names.owns(line[1:].split()[0]):
                     chains.setdefault(line[1:].split()[0], [])
                 elif line.startswith("-A "):
                     _, chain, spec = line.split(" ", 2)
-                    if chain.startswith(prefix):
+                    if self.names.owns(chain):
                         chains.setdefault(chain, []).append(spec)
                     elif self._targets_us(spec):
                         live_jumps.setdefault(chain, []).append(spec)
@@ -553,18 +552,17 @@ class IptablesApplier:
         return "\n".join(out) + "\n" if out else ""
 
     def _owned_lines(self, table: str, save: str, skip_marker: bool = True) -> list[str]:
-        prefix = self.names.prefix + "-"
         marker = self.marker_chain()
         declared: list[str] = []
         rules: list[str] = []
         for line in save.splitlines():
-            if line.startswith(":") and line[1:].startswith(prefix):
+            if line.startswith(":") and self.names.owns(line[1:].split()[0]):
                 name = line[1:].split()[0]
                 if not (skip_marker and name == marker):
                     declared.append(f"{table}: :{name}")
             elif line.startswith("-A "):
                 _, chain, spec = line.split(" ", 2)
-                if chain.startswith(prefix):
+                if self.names.owns(chain):
                     if not (skip_marker and chain == marker):
                         rules.append(f"{table}: {line}")
                 elif self._targets_us(spec):
