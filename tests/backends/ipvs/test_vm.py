@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.vm.conftest import VmRunner
+from tests.vm.harness import VmRunner
 
 pytestmark = [pytest.mark.vm, pytest.mark.root]
 
