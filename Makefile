@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := iptables nftables iproute2 conntrack ipset ipvsadm procps kmod qemu-system-x86 cpio xz-utils dnsmasq bind9 bind9-utils bind9-dnsutils
 APT_TOOLS := iptables-restore nft ip conntrack ipset ipvsadm sysctl modprobe qemu-system-x86_64 cpio xz dnsmasq named named-checkzone dig
 
-.PHONY: demo test lint typecheck unit golden bench system-deps clean
+.PHONY: demo test lint typecheck unit golden bench bench-nft bench-latency bench-apply bench-userspace bench-ipvs system-deps clean
 
 demo: $(STAMP)
 	@$(BIN)/svc2rules compile -f examples/cluster.yaml --node-name node1 --node-ip 192.168.0.2 --cluster-cidr 10.0.0.0/8
@@ -33,8 +33,24 @@ unit: $(STAMP)
 golden: $(STAMP)
 	$(BIN)/python -m tests.golden.regen
 
+# Benchmarks print figures; targets live there, never in timed tests. Most need root.
 bench: $(STAMP)
 	$(BIN)/python bench/compile_bench.py
+
+bench-nft: $(STAMP)
+	$(BIN)/python bench/nft_bench.py
+
+bench-latency: $(STAMP)
+	$(BIN)/python bench/latency_bench.py
+
+bench-apply: $(STAMP)
+	$(BIN)/python bench/apply_bench.py -S 1000 10000 30000
+
+bench-userspace: $(STAMP)
+	$(BIN)/python bench/userspace_bench.py --repeat 3
+
+bench-ipvs: $(STAMP)
+	$(BIN)/python bench/ipvs_vm_bench.py
 
 system-deps:
 	@missing=""; for t in $(APT_TOOLS); do command -v $$t >/dev/null 2>&1 || PATH="$$PATH:/usr/sbin:/sbin" command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
