@@ -25,9 +25,8 @@ from svc2rules.model.endpointslice import EndpointSlice
 from svc2rules.model.meta import KubeObject
 from svc2rules.model.service import SCHEDULER_ANNOTATION, Service, is_proxied_by
 from svc2rules.resolve.categorize import categorize
-from svc2rules.resolve.dns import dns_endpoints_by_service
+from svc2rules.resolve.dns import merge_endpoints
 from svc2rules.resolve.endpoints import (
-    NormalizedSlice,
     PortRef,
     ServiceRef,
     endpoints_by_port,
@@ -42,64 +41,113 @@ class Resolution:
     warnings: list[Diagnostic] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class ServiceObjects:
+    """Everything the resolution of one Service reads: the Service, the EndpointSlices labelled
+    for it and its legacy Endpoints. Nothing else in the input changes what it resolves to."""
+
+    source: str
+    service: Service
+    slices: tuple[EndpointSlice, ...] = ()
+    endpoints: Endpoints | None = None
+
+    @property
+    def ref(self) -> ServiceRef:
+        return (self.service.namespace, self.service.name)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceResolution:
+    """What one Service contributes to the plan: its service ports, its record, its warnings."""
+
+    service_ports: tuple[ServicePort, ...]
+    record: ServiceRecord
+    warnings: tuple[Diagnostic, ...] = ()
+
+
 def resolve(objects: Sequence[tuple[str, KubeObject]], config: ProxyConfig) -> Resolution:
     """Resolve validated objects into the model kube-proxy would compute on this node."""
-    services: list[tuple[str, Service]] = []
-    slices: list[NormalizedSlice] = []
-    dns_slices: list[NormalizedSlice] = []
-    legacy: list[Endpoints] = []
+    groups = group_by_service(objects)
+    return merge(config, [resolve_service(groups[ref], config) for ref in sorted(groups)])
+
+
+def service_ref_of(obj: KubeObject) -> ServiceRef | None:
+    """The Service an object belongs to (an EndpointSlice by its service-name label)."""
+    if isinstance(obj, EndpointSlice):
+        return (obj.namespace, obj.service_name) if obj.service_name else None
+    if isinstance(obj, Service | Endpoints):
+        return (obj.namespace, obj.name)
+    return None
+
+
+def group_by_service(objects: Iterable[tuple[str, KubeObject]]) -> dict[ServiceRef, ServiceObjects]:
+    """The objects of each Service in the input; objects of absent Services change nothing."""
+    services: dict[ServiceRef, tuple[str, Service]] = {}
+    slices: dict[ServiceRef, list[EndpointSlice]] = {}
+    legacy: dict[ServiceRef, Endpoints] = {}
     for source, obj in objects:
+        ref = service_ref_of(obj)
+        if ref is None:
+            continue
         if isinstance(obj, Service):
-            services.append((source, obj))
+            services[ref] = (source, obj)
         elif isinstance(obj, EndpointSlice):
-            normalized = normalize_slice(obj)
-            if normalized is not None:
-                dns_slices.append(normalized)
-                if not normalized.headless:
-                    slices.append(normalized)
+            slices.setdefault(ref, []).append(obj)
         elif isinstance(obj, Endpoints):
-            legacy.append(obj)
+            legacy[ref] = obj
+    return {
+        ref: ServiceObjects(source, svc, tuple(slices.get(ref, ())), legacy.get(ref))
+        for ref, (source, svc) in services.items()
+    }
 
-    # Legacy Endpoints only count for Services no EndpointSlice speaks for.
-    covered = {(s.namespace, s.service) for s in slices}
-    dns_covered = {(s.namespace, s.service) for s in dns_slices}
-    publish = {(svc.namespace, svc.name): svc.spec.publish_not_ready_addresses for _, svc in services}
-    for eps in sorted(legacy, key=lambda e: (e.namespace, e.name)):
-        ref = (eps.namespace, eps.name)
-        if ref not in covered:
-            mirrored = mirror_endpoints(eps, publish.get(ref, False))
-            slices.extend(mirrored)
-            if ref not in dns_covered:
-                dns_slices.extend(mirrored)
 
-    endpoint_map = endpoints_by_port(slices, config.node_name)
-    # Only headless Services publish endpoints in DNS; merging the rest would cost a
-    # third of the whole resolution at 10k Services for records nobody reads.
-    headless = {(svc.namespace, svc.name) for _, svc in services if svc.is_headless}
-    dns_map = dns_endpoints_by_service(
-        (s for s in dns_slices if (s.namespace, s.service) in headless), publish
-    )
-    warnings: list[Diagnostic] = []
+def merge(config: ProxyConfig, resolutions: Iterable[ServiceResolution]) -> Resolution:
+    """The plan of Services resolved one by one, given in (namespace, name) order."""
     ports: list[ServicePort] = []
     records: list[ServiceRecord] = []
-    for source, svc in sorted(services, key=lambda item: (item[1].namespace, item[1].name)):
-        svc_endpoints = endpoint_map.get((svc.namespace, svc.name), {})
-        skipped = _skip_reason(svc, config)
-        records.append(_record(svc, dns_map.get((svc.namespace, svc.name), ()), skipped))
-        if skipped is None and not svc.all_cluster_ips:
-            warnings.append(
-                Diagnostic(
-                    source,
-                    "not proxied: spec.clusterIP is not allocated",
-                    "Service",
-                    f"{svc.namespace}/{svc.name}",
-                )
-            )
-            continue
-        if skipped is None:
-            ports.extend(_service_ports(source, svc, svc_endpoints, config))
-    ports.sort(key=lambda sp: (sp.key.namespace, sp.key.name, sp.key.port_name, sp.key.protocol, sp.family))
+    warnings: list[Diagnostic] = []
+    for resolution in resolutions:
+        ports.extend(resolution.service_ports)
+        records.append(resolution.record)
+        warnings.extend(resolution.warnings)
     return Resolution(Plan(config, tuple(ports), tuple(records)), warnings)
+
+
+def resolve_service(group: ServiceObjects, config: ProxyConfig) -> ServiceResolution:
+    """One Service, as kube-proxy resolves it on this node."""
+    svc = group.service
+    publish = svc.spec.publish_not_ready_addresses
+    normalized = [n for n in (normalize_slice(sl) for sl in group.slices) if n is not None]
+    # Slices labelled headless are read by DNS only; kube-proxy ignores them.
+    slices = [n for n in normalized if not n.headless]
+    dns_slices = list(normalized)
+    # Legacy Endpoints only count when no EndpointSlice speaks for the Service.
+    if group.endpoints is not None and not slices:
+        mirrored = mirror_endpoints(group.endpoints, publish)
+        slices.extend(mirrored)
+        if not dns_slices:
+            dns_slices.extend(mirrored)
+    skipped = _skip_reason(svc, config)
+    # Only headless Services publish endpoints in DNS; merging the rest would cost a
+    # third of the whole resolution at 10k Services for records nobody reads.
+    dns = merge_endpoints(dns_slices, publish) if svc.is_headless and dns_slices else ()
+    record = _record(svc, dns, skipped)
+    if skipped is not None:
+        return ServiceResolution((), record)
+    if not svc.all_cluster_ips:
+        warning = Diagnostic(
+            group.source,
+            "not proxied: spec.clusterIP is not allocated",
+            "Service",
+            f"{svc.namespace}/{svc.name}",
+        )
+        return ServiceResolution((), record, (warning,))
+    svc_endpoints = endpoints_by_port(slices, config.node_name).get(group.ref, {})
+    ports = sorted(
+        _service_ports(group.source, svc, svc_endpoints, config),
+        key=lambda sp: (sp.key.port_name, sp.key.protocol, sp.family),
+    )
+    return ServiceResolution(tuple(ports), record)
 
 
 def _skip_reason(svc: Service, config: ProxyConfig) -> str | None:
@@ -213,4 +261,13 @@ def _record(svc: Service, dns_endpoints: tuple[DnsEndpoint, ...], skipped: str |
     )
 
 
-__all__ = ["Resolution", "ServiceRef", "resolve"]
+__all__ = [
+    "Resolution",
+    "ServiceObjects",
+    "ServiceRef",
+    "ServiceResolution",
+    "group_by_service",
+    "merge",
+    "resolve",
+    "resolve_service",
+]
