@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +14,7 @@ from svc2rules.load.parse import RawObject
 from svc2rules.model.checks import Problems
 from svc2rules.model.endpoints import Endpoints
 from svc2rules.model.endpointslice import EndpointSlice
-from svc2rules.model.meta import KubeObject, ObjectMeta, object_ref
+from svc2rules.model.meta import DEFAULT_NAMESPACE, KubeObject, ObjectMeta, object_ref
 from svc2rules.model.service import Service
 
 SUPPORTED: dict[tuple[str, str], type[KubeObject]] = {
@@ -41,22 +41,32 @@ class ValidatedObjects:
     objects: list[tuple[str, KubeObject]] = field(default_factory=list)  # (source, object)
     errors: list[Diagnostic] = field(default_factory=list)
     warnings: list[Diagnostic] = field(default_factory=list)
+    # Every valid object as (input index, model); the model is None for an object taken as
+    # valid without parsing it (`trusted`).
+    accepted: list[tuple[int, KubeObject | None]] = field(default_factory=list)
 
 
-def validate_objects(raw_objects: Iterable[RawObject]) -> ValidatedObjects:
+def validate_objects(
+    raw_objects: Iterable[RawObject], trusted: Callable[[int], bool] | None = None
+) -> ValidatedObjects:
+    """Validate every object, reporting every problem of the run.
+
+    `trusted(index)` says an object is known to be valid (validation is deterministic: the
+    same data validated before): it is not parsed again, only checked for duplicates.
+    """
     result = ValidatedObjects()
     seen: dict[tuple[str, str, str], str] = {}
-    for raw in raw_objects:
+    for index, raw in enumerate(raw_objects):
         data = raw.data
         kind = data.get("kind")
         api_version = data.get("apiVersion")
-        ref = object_ref(data)
         model = (
             SUPPORTED.get((api_version, kind))
             if isinstance(kind, str) and isinstance(api_version, str)
             else None
         )
         if model is None:
+            ref = object_ref(data)
             if not isinstance(kind, str) or not kind:
                 result.errors.append(Diagnostic(raw.source, "Required value", "Object", ref, "kind"))
             elif not isinstance(api_version, str) or not api_version:
@@ -68,36 +78,58 @@ def validate_objects(raw_objects: Iterable[RawObject]) -> ValidatedObjects:
                     )
                 )
             continue
-        try:
-            obj = model.model_validate(data)
-        except ValidationError as exc:
-            type_errors = [
-                _diagnostic_from_pydantic(raw.source, model.KIND, ref, error) for error in exc.errors()
-            ]
-            result.errors.extend(type_errors)
-            result.errors.extend(_other_problems(raw.source, model, ref, data, type_errors))
-            continue
-        problems = obj.check()
-        if problems.items:
-            result.errors.extend(
-                Diagnostic(raw.source, msg, model.KIND, ref, path) for path, msg in problems.items
-            )
-            continue
-        key = (model.KIND, obj.namespace, obj.name)
+        obj: KubeObject | None = None
+        if trusted is not None and trusted(index):
+            key = (model.KIND, *trusted_identity(data))
+        else:
+            obj = _validated(raw, model, result.errors)
+            if obj is None:
+                continue
+            key = (model.KIND, obj.namespace, obj.name)
         if key in seen:
             result.errors.append(
                 Diagnostic(
                     raw.source,
                     f"Duplicate value: object already defined in {seen[key]}",
                     model.KIND,
-                    ref,
+                    object_ref(data),
                     "metadata.name",
                 )
             )
             continue
         seen[key] = raw.source
-        result.objects.append((raw.source, obj))
+        result.accepted.append((index, obj))
+        if obj is not None:
+            result.objects.append((raw.source, obj))
     return result
+
+
+def trusted_identity(data: dict[str, Any]) -> tuple[str, str]:
+    """(namespace, name) of an object known to be valid, read from its data as the model
+    reads them (a missing or empty namespace is "default")."""
+    meta = data["metadata"]
+    return meta.get("namespace") or DEFAULT_NAMESPACE, meta["name"]
+
+
+def _validated(raw: RawObject, model: type[KubeObject], errors: list[Diagnostic]) -> KubeObject | None:
+    """The parsed object, or None after adding its problems to `errors`."""
+    data = raw.data
+    try:
+        obj = model.model_validate(data)
+    except ValidationError as exc:
+        ref = object_ref(data)
+        type_errors = [
+            _diagnostic_from_pydantic(raw.source, model.KIND, ref, error) for error in exc.errors()
+        ]
+        errors.extend(type_errors)
+        errors.extend(_other_problems(raw.source, model, ref, data, type_errors))
+        return None
+    problems = obj.check()
+    if problems.items:
+        ref = object_ref(data)
+        errors.extend(Diagnostic(raw.source, msg, model.KIND, ref, path) for path, msg in problems.items)
+        return None
+    return obj
 
 
 def _other_problems(

@@ -8,8 +8,11 @@ chains and leaves every other rule alone.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 from svc2rules.backends import Artifact, RenderOptions
 from svc2rules.backends.iptables.rules import Jump, Table, comment
+from svc2rules.config import ProxyConfig
 from svc2rules.errors import BackendError
 from svc2rules.ir import Endpoint, IPFamily, Plan, ServicePort
 from svc2rules.naming import ChainNames
@@ -35,8 +38,17 @@ def render_iptables(plan: Plan, options: RenderOptions) -> Artifact:
     return Artifact("iptables", text, warnings)
 
 
-def build_tables(plan: Plan, options: RenderOptions) -> tuple[list[Table], tuple[str, ...]]:
-    """The filter and nat tables as objects (what the template prints); `apply` diffs these."""
+def build_tables(
+    plan: Plan,
+    options: RenderOptions,
+    *,
+    on_port: Callable[[TableWriter, ServicePort], None] | None = None,
+) -> tuple[list[Table], tuple[str, ...]]:
+    """The filter and nat tables as objects (what the template prints); `apply` diffs these.
+
+    `on_port(writer, service_port)` runs before each service port's rules are added: every
+    service port only appends (chains and rules) to the tables, so what it added is what lies
+    between two calls (apply keeps per-Service parts of the tables that way)."""
     family = IPFamily(options.extra.get("family", IPFamily.IPv4))
     if family != IPFamily.IPv4:
         raise BackendError("the iptables backend renders IPv4 only for now (ip6tables output is planned)")
@@ -47,28 +59,37 @@ def build_tables(plan: Plan, options: RenderOptions) -> tuple[list[Table], tuple
         if skipped
         else ()
     )
-    writer = _Writer(plan, ChainNames(options.chain_prefix), options, ports)
-    filter_table, nat_table = writer.build()
-    return [filter_table, nat_table], warnings
+    writer = TableWriter(plan.config, options, endpoint_comments=endpoint_comments(ports, options))
+    writer.head()
+    for sp in ports:
+        if on_port is not None:
+            on_port(writer, sp)
+        writer.add_port(sp)
+    writer.tail()
+    return [writer.filter, writer.nat], warnings
 
 
-class _Writer:
-    def __init__(
-        self, plan: Plan, names: ChainNames, options: RenderOptions, ports: tuple[ServicePort, ...]
-    ) -> None:
-        self.plan = plan
-        self.config = plan.config
-        self.names = names
-        self.ports = ports
-        self.mark = plan.config.masquerade_mark
-        self.cluster_cidr = plan.config.cluster_cidr("IPv4")
-        total = sum(len(sp.reachable_endpoints) for sp in ports)
-        if options.comments == "always":
-            self.endpoint_comments = True
-        elif options.comments == "never":
-            self.endpoint_comments = False
-        else:
-            self.endpoint_comments = total <= LARGE_CLUSTER_ENDPOINTS
+def endpoint_comments(ports: Sequence[ServicePort], options: RenderOptions) -> bool:
+    """Whether endpoint rules carry comments: kube-proxy drops them in large clusters."""
+    if options.comments == "always":
+        return True
+    if options.comments == "never":
+        return False
+    return sum(len(sp.reachable_endpoints) for sp in ports) <= LARGE_CLUSTER_ENDPOINTS
+
+
+class TableWriter:
+    """Fills the filter and nat tables: a fixed head, then each service port, then a fixed tail.
+
+    A service port's rules depend on the port, the config, the options and whether endpoint
+    rules carry comments, never on the other ports."""
+
+    def __init__(self, config: ProxyConfig, options: RenderOptions, *, endpoint_comments: bool) -> None:
+        self.config = config
+        self.names = ChainNames(options.chain_prefix)
+        self.mark = config.masquerade_mark
+        self.cluster_cidr = config.cluster_cidr("IPv4")
+        self.endpoint_comments = endpoint_comments
         self.all_comments = options.comments != "never"
         self.filter = Table("filter")
         self.nat = Table("nat")
@@ -81,7 +102,8 @@ class _Writer:
 
     # -- fixed part ----------------------------------------------------------------------
 
-    def build(self) -> tuple[Table, Table]:
+    def head(self) -> None:
+        """The chains and rules that come before every service port's."""
         n = self.names
         for chain in (n.services, n.external_services, n.forward, n.node_ports, n.proxy_firewall):
             self.filter.chain(chain)
@@ -104,9 +126,12 @@ class _Writer:
                 "-d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP",
             )
 
-        for sp in self.ports:
-            self._service_port(sp)
+    def add_port(self, sp: ServicePort) -> None:
+        self._service_port(sp)
 
+    def tail(self) -> None:
+        """The rules that come after every service port's, and the jumps."""
+        n = self.names
         self._node_port_dispatch()
         if not self.config.conntrack_tcp_be_liberal:
             self.filter.add(n.forward, "-m conntrack --ctstate INVALID -j DROP")
@@ -122,7 +147,6 @@ class _Writer:
             "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
         )
         self._jumps()
-        return self.filter, self.nat
 
     def _node_port_dispatch(self) -> None:
         n = self.names

@@ -1,0 +1,235 @@
+"""Incremental compilation: validate and resolve only the Services whose objects changed.
+
+The resolution of a Service depends on nothing but the Service, the EndpointSlices labelled
+for it, its legacy Endpoints and the node config (resolve.plan.resolve_service). So a run
+fingerprints every object, groups the objects by Service, and fingerprints each group; a
+`Memo` (what earlier runs learnt, kept by the caller) answers for every group and object it
+has seen, and only new or changed ones are parsed, validated and resolved again. The plan
+merged from remembered and fresh results is the plan a full compile gives (property-tested).
+
+Validation is deterministic, so an object whose fingerprint was valid before is valid now and
+is not parsed again; every other object is validated fully, and the diagnostics of a run are
+exactly those of a full compile (same order, same text).
+
+Pure: no I/O. Where the memo lives, and when it can be trusted, is the caller's business.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import marshal
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from svc2rules.config import ProxyConfig
+from svc2rules.errors import Diagnostic, InputError
+from svc2rules.ir import Plan
+from svc2rules.load import RawObject, Source, parse_source
+from svc2rules.model.endpoints import Endpoints
+from svc2rules.model.endpointslice import SERVICE_NAME_LABEL, EndpointSlice
+from svc2rules.model.meta import KubeObject
+from svc2rules.model.registry import SUPPORTED, ValidatedObjects, trusted_identity, validate_objects
+from svc2rules.model.service import Service
+from svc2rules.resolve.endpoints import ServiceRef
+from svc2rules.resolve.plan import (
+    Resolution,
+    ServiceObjects,
+    ServiceResolution,
+    merge,
+    resolve_service,
+    service_ref_of,
+)
+
+Fingerprint = bytes
+DIGEST_SIZE = 16
+# marshal format 2 writes no back-references and no interning flags, so its bytes depend only
+# on the data (types and dict order included), not on which equal strings are shared objects.
+_MARSHAL_VERSION = 2
+
+
+class Memo(Protocol):
+    """What earlier runs learnt, by fingerprint."""
+
+    def is_valid(self, fingerprint: Fingerprint) -> bool:
+        """The object with this fingerprint passed validation before."""
+        ...
+
+    def warnings(self, fingerprint: Fingerprint) -> tuple[Diagnostic, ...] | None:
+        """The warnings of the Service group with this fingerprint, or None if it is unknown."""
+        ...
+
+    def resolution(self, fingerprint: Fingerprint) -> ServiceResolution | None:
+        """The group's resolution, or None when it cannot be produced (then it is resolved again)."""
+        ...
+
+
+def fingerprint_object(data: Any) -> Fingerprint:
+    """A digest of parsed data: equal for equal data (types and key order included)."""
+    try:
+        encoded = marshal.dumps(data, _MARSHAL_VERSION)
+    except ValueError:
+        # YAML can produce values marshal does not know (timestamps); they become tagged tuples,
+        # which parsed manifests never contain otherwise.
+        encoded = marshal.dumps(_marshalable(data), _MARSHAL_VERSION)
+    return hashlib.blake2b(encoded, digest_size=DIGEST_SIZE).digest()
+
+
+def _marshalable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {_marshalable(k): _marshalable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_marshalable(v) for v in value]
+    if isinstance(value, str | bytes | int | float | bool | type(None)):
+        return value
+    return ("\0", type(value).__module__, type(value).__qualname__, repr(value))
+
+
+def fingerprint_config(config: ProxyConfig) -> Fingerprint:
+    return hashlib.blake2b(config.model_dump_json().encode(), digest_size=DIGEST_SIZE).digest()
+
+
+@dataclass
+class ServiceEntry:
+    """One Service of the input and the objects its resolution reads."""
+
+    ref: ServiceRef
+    fingerprint: Fingerprint  # of the config and every member (source and data)
+    members: tuple[int, ...]  # indices into the run's raw objects, the Service first
+    resolution: ServiceResolution | None = None  # resolved in this run (None: remembered)
+
+    @property
+    def name(self) -> str:
+        """`namespace/name`: how state files and messages name a Service."""
+        return f"{self.ref[0]}/{self.ref[1]}"
+
+
+@dataclass
+class IncrementalCompile:
+    """The result of a run: every Service (resolved now or remembered) and what to remember."""
+
+    config: ProxyConfig
+    services: list[ServiceEntry]  # in (namespace, name) order, as the plan lists them
+    warnings: list[Diagnostic]  # exactly those of a full compile, in the same order
+    valid: set[Fingerprint]  # fingerprints of every valid object of the input
+    raw: Sequence[RawObject]
+    models: dict[int, KubeObject] = field(default_factory=dict)
+    memo: Memo | None = None
+
+    def resolution(self, entry: ServiceEntry) -> ServiceResolution:
+        """The entry's resolution: fresh, remembered, or (when the memo cannot produce it)
+        resolved again from its objects."""
+        if entry.resolution is None and self.memo is not None:
+            entry.resolution = self.memo.resolution(entry.fingerprint)
+        if entry.resolution is None:
+            entry.resolution = resolve_service(self._objects(entry), self.config)
+        return entry.resolution
+
+    def plan(self) -> Plan:
+        return self.resolve().plan
+
+    def resolve(self) -> Resolution:
+        resolution = merge(self.config, (self.resolution(entry) for entry in self.services))
+        return Resolution(resolution.plan, list(self.warnings))
+
+    def fresh(self) -> Iterable[ServiceEntry]:
+        """The entries resolved in this run (new to the memo)."""
+        return (entry for entry in self.services if entry.resolution is not None)
+
+    def _objects(self, entry: ServiceEntry) -> ServiceObjects:
+        service, *others = (self._model(i) for i in entry.members)
+        assert isinstance(service, Service)
+        return ServiceObjects(
+            self.raw[entry.members[0]].source,
+            service,
+            tuple(obj for obj in others if isinstance(obj, EndpointSlice)),
+            next((obj for obj in others if isinstance(obj, Endpoints)), None),
+        )
+
+    def _model(self, index: int) -> KubeObject:
+        model = self.models.get(index)
+        if model is None:
+            # A remembered-valid object skipped parsing; parsing it again cannot fail.
+            data = self.raw[index].data
+            model = SUPPORTED[(data["apiVersion"], data["kind"])].model_validate(data)
+            self.models[index] = model
+        return model
+
+
+def parse_sources(sources: Iterable[Source]) -> tuple[list[RawObject], list[Diagnostic]]:
+    raw: list[RawObject] = []
+    errors: list[Diagnostic] = []
+    for source in sources:
+        objects, problems = parse_source(source.name, source.data)
+        raw.extend(objects)
+        errors.extend(problems)
+    return raw, errors
+
+
+def compile_incremental(
+    sources: Iterable[Source], config: ProxyConfig, memo: Memo | None
+) -> IncrementalCompile:
+    """Parse, validate and group the input; resolve the Services the memo does not know.
+
+    Raises InputError with every problem of the input, as a full compile does.
+    """
+    raw, errors = parse_sources(sources)
+    fingerprints = [fingerprint_object(obj.data) for obj in raw]
+    trusted = (lambda i: memo.is_valid(fingerprints[i])) if memo is not None else None
+    validated = validate_objects(raw, trusted)
+    errors.extend(validated.errors)
+    if errors:
+        raise InputError(errors)
+    compiled = IncrementalCompile(
+        config,
+        [],
+        list(validated.warnings),
+        {fingerprints[i] for i, _ in validated.accepted},
+        raw,
+        {i: obj for i, obj in validated.accepted if obj is not None},
+        memo,
+    )
+    config_fingerprint = fingerprint_config(config)
+    resolution_warnings: list[Diagnostic] = []
+    for ref, members in sorted(_members_by_service(raw, validated).items()):
+        digest = hashlib.blake2b(config_fingerprint, digest_size=DIGEST_SIZE)
+        # Members in a canonical order: the input order of a Service's objects changes nothing.
+        for source, fingerprint in sorted((raw[i].source, fingerprints[i]) for i in members):
+            digest.update(source.encode() + b"\0" + fingerprint)
+        entry = ServiceEntry(ref, digest.digest(), tuple(members))
+        known = memo.warnings(entry.fingerprint) if memo is not None else None
+        if known is None:
+            entry.resolution = resolve_service(compiled._objects(entry), config)
+            known = entry.resolution.warnings
+        resolution_warnings.extend(known)
+        compiled.services.append(entry)
+    compiled.warnings.extend(resolution_warnings)
+    return compiled
+
+
+def _members_by_service(raw: Sequence[RawObject], validated: ValidatedObjects) -> dict[ServiceRef, list[int]]:
+    """Input indices of each Service's objects, the Service first; Services absent from the
+    input have no entry (their slices and Endpoints change nothing)."""
+    services: dict[ServiceRef, int] = {}
+    others: dict[ServiceRef, list[int]] = {}
+    for index, obj in validated.accepted:
+        ref = _ref(raw[index].data, obj)
+        if ref is None:
+            continue
+        if raw[index].data["kind"] == Service.KIND:
+            services[ref] = index
+        else:
+            others.setdefault(ref, []).append(index)
+    return {ref: [index, *others.get(ref, ())] for ref, index in services.items()}
+
+
+def _ref(data: dict[str, Any], obj: KubeObject | None) -> ServiceRef | None:
+    """The Service a valid object belongs to, from its model or (not parsed) its data, read
+    as the model reads it: resolve.plan.service_ref_of."""
+    if obj is not None:
+        return service_ref_of(obj)
+    namespace, name = trusted_identity(data)
+    if data["kind"] == EndpointSlice.KIND:
+        label = (data["metadata"].get("labels") or {}).get(SERVICE_NAME_LABEL)
+        return (namespace, label) if label else None
+    return (namespace, name)
