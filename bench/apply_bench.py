@@ -100,20 +100,27 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def bench(services: int, endpoints: int, backend: str, folder: Path, repeat: int) -> dict[str, Any]:
-    text = synth.as_json(services, endpoints)
-    base, changed = folder / f"c{services}.json", folder / f"c{services}-changed.json"
-    base.write_text(text)
-    changed.write_text(one_service_changed(text))
+    base = synth.as_json(services, endpoints)
+    changed = one_service_changed(base)
+    # One manifest file whose content changes, as on a node (a folder of manifests, or
+    # `kubectl get ... > cluster.json`): file names are part of the input (diagnostics name
+    # them), so applying a differently named file is a change to every Service.
+    manifest = folder / f"cluster-{services}.json"
     netns = f"s2r-bench-{secrets.token_hex(3)}"
     subprocess.run(["ip", "netns", "add", netns], check=True)
     state = folder / f"state-{backend}-{services}"
     changes: list[dict[str, Any]] = []
+
+    def apply(text: str) -> dict[str, Any]:
+        manifest.write_text(text)
+        return run_apply(netns, backend, manifest, state)
+
     try:
-        initial = run_apply(netns, backend, base, state)
-        noop = run_apply(netns, backend, base, state)
+        initial = apply(base)
+        noop = apply(base)
         for _ in range(repeat):
-            changes.append(run_apply(netns, backend, changed, state))
-            changes.append(run_apply(netns, backend, base, state))
+            changes.append(apply(changed))
+            changes.append(apply(base))
     finally:
         subprocess.run(["ip", "netns", "del", netns], check=False)
     state_size = sum(p.stat().st_size for p in state.iterdir() if p.is_file() and p.name != "lock")

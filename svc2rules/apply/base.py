@@ -8,6 +8,7 @@ from typing import Any, Protocol
 from svc2rules.apply.runner import Runner
 from svc2rules.backends import RenderOptions
 from svc2rules.ir import Plan
+from svc2rules.resolve.incremental import IncrementalCompile
 
 
 @dataclass
@@ -19,6 +20,11 @@ class Change:
     summary: str
     new_state: dict[str, Any] | None
     details: dict[str, Any] = field(default_factory=dict)
+    # Set by appliers that plan from an incremental compile (no whole Plan to ask sysctls() of).
+    sysctls: dict[str, str] | None = None
+    # For a "none" change: state entries to record anyway (e.g. the fingerprints of Services
+    # whose objects changed without changing their rules), so the next run starts from them.
+    state_update: dict[str, Any] | None = None
 
 
 class Applier(Protocol):
@@ -55,3 +61,21 @@ class Applier(Protocol):
     def dump_desired(self, runner: Runner, desired: Any) -> str: ...
 
     def udp_facts(self, desired: Any) -> dict[str, dict[str, Any]]: ...
+
+
+class CompiledApplier(Applier, Protocol):
+    """An applier that can plan from an incremental compile, rendering only the Services whose
+    objects changed when its state allows (and the whole plan otherwise)."""
+
+    # State entries kept in the state's bulk file (see apply/state.py).
+    bulk_state_keys: tuple[str, ...]
+
+    def plan_compiled(
+        self,
+        runner: Runner,
+        old: dict[str, Any] | None,
+        trusted: bool,
+        compiled: IncrementalCompile,
+        options: RenderOptions,
+        generation: str,
+    ) -> Change: ...

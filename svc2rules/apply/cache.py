@@ -1,19 +1,19 @@
 """`<state-dir>/<backend>.cache`: what earlier applies learnt about their input.
 
-The memo of the incremental compile (svc2rules/resolve/incremental.py): the fingerprints of
-every object that passed validation, and each Service's resolution by the fingerprint of its
-objects and the node config. An apply then validates and resolves only the Services whose
-objects changed.
+The memo of the incremental compile (svc2rules/resolve/incremental.py): every object that
+passed validation, by fingerprint, and each Service group (its objects and the node config)
+by fingerprint, with its warnings and its objects. An apply then validates and resolves only
+the Services whose objects changed, and can resolve the previous version of a changed Service
+again to know what it had loaded.
 
-Only ever an optimisation: a cache that is missing, unreadable, corrupted (its payload carries
-a checksum), written by another svc2rules (the identity covers the version and a digest of the
-package's code and templates) or not owned by us is ignored, and the run compiles everything.
-It is safe to delete at any time. Resolutions are pickled, so the file is only read when it
-belongs to our user and nobody else may write it.
+Only ever an optimisation: a cache that is missing, unreadable, corrupted (size and CRC-32),
+written by another svc2rules (the identity covers the version and a digest of the package's
+code and templates) or not owned by us (it says which objects need no validation) is ignored,
+and the run compiles everything. It is safe to delete at any time.
 
-Layout: a magic line, one JSON header line (format, identity, payload size and checksum),
-then the payload in marshal format (bytes, tuples and dicts only): `{"valid": set of object
-fingerprints, "groups": {group fingerprint: (warnings, pickled resolution)}}`.
+Layout: a magic line, one JSON header line (identity, payload size and CRC-32), then the
+payload in marshal format (bytes, str, tuples and dicts only): `{"objects": {fingerprint:
+encoded object}, "groups": {group fingerprint: (warnings, ((source, fingerprint), ...))}}`.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import hashlib
 import json
 import marshal
 import os
-import pickle
 import stat
 import sys
+import zlib
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -34,14 +34,14 @@ from typing import Any
 import svc2rules
 from svc2rules import __version__
 from svc2rules.errors import Diagnostic
+from svc2rules.load import RawObject
 from svc2rules.resolve.incremental import Fingerprint, IncrementalCompile
-from svc2rules.resolve.plan import ServiceResolution
 
 MAGIC = b"svc2rules-compile-cache\n"
 FORMAT = 1
-_PICKLE_PROTOCOL = 5
 
 WarningTuple = tuple[str, str, str | None, str | None, str | None]
+Members = tuple[tuple[str, Fingerprint], ...]  # (source, object fingerprint), the Service first
 
 
 @cache
@@ -70,8 +70,8 @@ class CompileCache:
     """The memo of one backend's applies (see svc2rules.resolve.incremental.Memo)."""
 
     path: Path
-    valid: set[Fingerprint] = field(default_factory=set)
-    groups: dict[Fingerprint, tuple[tuple[WarningTuple, ...], bytes]] = field(default_factory=dict)
+    objects: dict[Fingerprint, bytes] = field(default_factory=dict)
+    groups: dict[Fingerprint, tuple[tuple[WarningTuple, ...], Members]] = field(default_factory=dict)
     note: str | None = None  # why an existing cache was not used
 
     @classmethod
@@ -82,45 +82,56 @@ class CompileCache:
             return cls(path)
         except (OSError, ValueError, EOFError, TypeError, KeyError) as exc:
             return cls(path, note=f"compile cache {path} ignored ({exc}); compiling everything")
-        return cls(path, set(payload["valid"]), dict(payload["groups"]))
+        return cls(path, payload["objects"], payload["groups"])
 
     # -- the Memo protocol -------------------------------------------------------------------
 
     def is_valid(self, fingerprint: Fingerprint) -> bool:
-        return fingerprint in self.valid
+        return fingerprint in self.objects
 
     def warnings(self, fingerprint: Fingerprint) -> tuple[Diagnostic, ...] | None:
         entry = self.groups.get(fingerprint)
         return None if entry is None else tuple(Diagnostic(*w) for w in entry[0])
 
-    def resolution(self, fingerprint: Fingerprint) -> ServiceResolution | None:
+    def members(self, fingerprint: Fingerprint) -> list[RawObject] | None:
         entry = self.groups.get(fingerprint)
         if entry is None:
             return None
-        try:
-            resolution = pickle.loads(entry[1])
-        except Exception:  # noqa: BLE001 - a bad entry is only a cache miss: it is resolved again
-            return None
-        return resolution if isinstance(resolution, ServiceResolution) else None
+        out = []
+        for source, member in entry[1]:
+            encoded = self.objects.get(member)
+            if encoded is None:
+                return None
+            try:
+                data = marshal.loads(encoded)
+            except (ValueError, EOFError, TypeError):
+                return None
+            if not isinstance(data, dict):
+                return None
+            out.append(RawObject(source, data))
+        return out
 
     # -- writing ---------------------------------------------------------------------------------
 
     def save(self, compiled: IncrementalCompile) -> None:
         """Remember this run's input (and nothing older: what is not in the input is dropped).
         Best effort: a cache that cannot be written is only a slower next run."""
-        groups: dict[Fingerprint, tuple[tuple[WarningTuple, ...], bytes]] = {}
+        fingerprints = compiled.fingerprints
+        objects = {fingerprints[i]: compiled.encoded[i] for i in compiled.valid}
+        groups: dict[Fingerprint, tuple[tuple[WarningTuple, ...], Members]] = {}
         for entry in compiled.services:
             known = self.groups.get(entry.fingerprint)
             if known is not None:
                 groups[entry.fingerprint] = known
-            elif entry.resolution is not None:
-                warnings = tuple(_warning_tuple(w) for w in entry.resolution.warnings)
-                groups[entry.fingerprint] = (warnings, pickle.dumps(entry.resolution, _PICKLE_PROTOCOL))
-        if groups == self.groups and compiled.valid == self.valid:
+                continue
+            warnings = entry.resolution.warnings if entry.resolution is not None else ()
+            members = tuple((compiled.raw[i].source, fingerprints[i]) for i in entry.members)
+            groups[entry.fingerprint] = (tuple(_warning_tuple(w) for w in warnings), members)
+        if groups.keys() == self.groups.keys() and objects.keys() == self.objects.keys():
             return
-        self.valid, self.groups = set(compiled.valid), groups
+        self.objects, self.groups = objects, groups
         with contextlib.suppress(OSError):
-            _write(self.path, {"valid": self.valid, "groups": groups})
+            _write(self.path, {"objects": objects, "groups": groups})
 
 
 def _warning_tuple(diagnostic: Diagnostic) -> WarningTuple:
@@ -128,13 +139,13 @@ def _warning_tuple(diagnostic: Diagnostic) -> WarningTuple:
 
 
 def _identity() -> dict[str, Any]:
-    return {"format": FORMAT, "code": code_identity(), "pickle": _PICKLE_PROTOCOL}
+    return {"format": FORMAT, "code": code_identity()}
 
 
 def _read(path: Path) -> dict[str, Any]:
     with open(path, "rb") as fh:
         info = os.fstat(fh.fileno())
-        # Unpickling runs code named by the file: only ever read a file that only we can write.
+        # It says which objects need no validation: only believe a file only we can write.
         if info.st_uid != os.geteuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
             raise ValueError("not owned by this user, or writable by others")
         data = fh.read()
@@ -145,21 +156,21 @@ def _read(path: Path) -> dict[str, Any]:
     if not isinstance(header, dict) or header.get("identity") != _identity():
         raise ValueError("written by another svc2rules")
     payload = data[header_end + 1 :]
-    if len(payload) != header.get("size") or hashlib.blake2b(payload).hexdigest() != header.get("blake2b"):
+    if len(payload) != header.get("size") or zlib.crc32(payload) != header.get("crc32"):
         raise ValueError("corrupted")
     content = marshal.loads(payload)
-    if not isinstance(content, dict) or not isinstance(content.get("groups"), dict):
+    if (
+        not isinstance(content, dict)
+        or not isinstance(content.get("groups"), dict)
+        or not isinstance(content.get("objects"), dict)
+    ):
         raise ValueError("corrupted")
     return content
 
 
 def _write(path: Path, content: dict[str, Any]) -> None:
     payload = marshal.dumps(content)
-    header = {
-        "identity": _identity(),
-        "size": len(payload),
-        "blake2b": hashlib.blake2b(payload).hexdigest(),
-    }
+    header = {"identity": _identity(), "size": len(payload), "crc32": zlib.crc32(payload)}
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     try:
         # No fsync: a torn or lost cache is detected (size, checksum) and only costs time.

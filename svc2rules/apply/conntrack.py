@@ -11,17 +11,22 @@ were created while it had none (they bypassed DNAT and would otherwise persist).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from svc2rules.apply.runner import Runner
-from svc2rules.ir import Plan, Protocol
+from svc2rules.ir import Plan, Protocol, ServicePort
 
 
 def udp_facts(plan: Plan, ports: tuple[Any, ...] | None = None) -> dict[str, dict[str, Any]]:
     """What conntrack cleanup needs to know about each UDP service port (kept in the state)."""
+    return udp_facts_of(ports if ports is not None else plan.service_ports)
+
+
+def udp_facts_of(ports: Iterable[ServicePort]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
-    for sp in ports if ports is not None else plan.service_ports:
+    for sp in ports:
         if sp.protocol != Protocol.UDP or ":" in sp.cluster_ip:
             continue
         ips = [sp.cluster_ip, *sp.external_ips, *sp.load_balancer_ips]

@@ -15,8 +15,9 @@ from typing import Annotated
 
 import typer
 
-from svc2rules.api import build_plan, plan_from_paths
+from svc2rules.api import plan_from_paths
 from svc2rules.apply.engine import (
+    ApplyInput,
     ApplyOptions,
     apply_plan,
     cleanup_host,
@@ -145,13 +146,8 @@ def apply_command(
         sources = read_sources(filename or [], recursive=recursive, stdin=sys.stdin.buffer)
         options = _render_options(chain_prefix, table, ipvs_scheduler)
 
-        def compile_plan() -> Plan:
-            compiled = build_plan(sources, proxy_config)
-            warn(compiled.warnings)
-            return compiled.plan
-
         report = apply_plan(
-            compile_plan,
+            ApplyInput(sources, proxy_config, warn),
             backend_name,
             options,
             ApplyOptions(

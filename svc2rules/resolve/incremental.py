@@ -5,7 +5,12 @@ for it, its legacy Endpoints and the node config (resolve.plan.resolve_service).
 fingerprints every object, groups the objects by Service, and fingerprints each group; a
 `Memo` (what earlier runs learnt, kept by the caller) answers for every group and object it
 has seen, and only new or changed ones are parsed, validated and resolved again. The plan
-merged from remembered and fresh results is the plan a full compile gives (property-tested).
+merged from the Services' resolutions is the plan a full compile gives (property-tested).
+
+The memo also remembers each group's objects, so the previous version of a changed Service
+can be resolved again (`IncrementalCompile.remembered`): an apply renders what that version
+had loaded to take it out. Remembering objects rather than resolutions keeps the memo cheap to
+write (the objects are already encoded for their fingerprints) and independent of the IR.
 
 Validation is deterministic, so an object whose fingerprint was valid before is valid now and
 is not parsed again; every other object is validated fully, and the diagnostics of a run are
@@ -59,20 +64,28 @@ class Memo(Protocol):
         """The warnings of the Service group with this fingerprint, or None if it is unknown."""
         ...
 
-    def resolution(self, fingerprint: Fingerprint) -> ServiceResolution | None:
-        """The group's resolution, or None when it cannot be produced (then it is resolved again)."""
+    def members(self, fingerprint: Fingerprint) -> list[RawObject] | None:
+        """The objects of the Service group with this fingerprint (the Service first), or None."""
         ...
+
+
+def encode_object(data: Any) -> bytes:
+    """Parsed data as bytes that are equal for equal data (types and key order included)."""
+    try:
+        return marshal.dumps(data, _MARSHAL_VERSION)
+    except ValueError:
+        # YAML can produce values marshal does not know (timestamps); they become tagged tuples,
+        # which parsed manifests never contain otherwise.
+        return marshal.dumps(_marshalable(data), _MARSHAL_VERSION)
+
+
+def fingerprint_bytes(encoded: bytes) -> Fingerprint:
+    return hashlib.blake2b(encoded, digest_size=DIGEST_SIZE).digest()
 
 
 def fingerprint_object(data: Any) -> Fingerprint:
     """A digest of parsed data: equal for equal data (types and key order included)."""
-    try:
-        encoded = marshal.dumps(data, _MARSHAL_VERSION)
-    except ValueError:
-        # YAML can produce values marshal does not know (timestamps); they become tagged tuples,
-        # which parsed manifests never contain otherwise.
-        encoded = marshal.dumps(_marshalable(data), _MARSHAL_VERSION)
-    return hashlib.blake2b(encoded, digest_size=DIGEST_SIZE).digest()
+    return fingerprint_bytes(encode_object(data))
 
 
 def _marshalable(value: Any) -> Any:
@@ -111,19 +124,44 @@ class IncrementalCompile:
     config: ProxyConfig
     services: list[ServiceEntry]  # in (namespace, name) order, as the plan lists them
     warnings: list[Diagnostic]  # exactly those of a full compile, in the same order
-    valid: set[Fingerprint]  # fingerprints of every valid object of the input
     raw: Sequence[RawObject]
+    encoded: list[bytes]  # each raw object as encode_object() gives it
+    fingerprints: list[Fingerprint]  # of each raw object
+    valid: list[int]  # indices of the valid objects
     models: dict[int, KubeObject] = field(default_factory=dict)
     memo: Memo | None = None
 
     def resolution(self, entry: ServiceEntry) -> ServiceResolution:
-        """The entry's resolution: fresh, remembered, or (when the memo cannot produce it)
-        resolved again from its objects."""
-        if entry.resolution is None and self.memo is not None:
-            entry.resolution = self.memo.resolution(entry.fingerprint)
+        """The entry's resolution (resolved now if the memo knew it)."""
         if entry.resolution is None:
             entry.resolution = resolve_service(self._objects(entry), self.config)
         return entry.resolution
+
+    def remembered(self, fingerprint: Fingerprint) -> ServiceResolution | None:
+        """The resolution of a Service group of an earlier run (e.g. the previous version of a
+        changed Service), resolved again from the objects the memo kept; None if it has none."""
+        members = self.memo.members(fingerprint) if self.memo is not None else None
+        if not members:
+            return None
+        models: list[KubeObject] = []
+        for raw in members:
+            model = SUPPORTED.get((str(raw.data.get("apiVersion")), str(raw.data.get("kind"))))
+            if model is None:
+                return None
+            try:
+                models.append(model.model_validate(raw.data))
+            except ValueError:  # not what the memo says it is: unknown
+                return None
+        service, *others = models
+        if not isinstance(service, Service):
+            return None
+        group = ServiceObjects(
+            members[0].source,
+            service,
+            tuple(obj for obj in others if isinstance(obj, EndpointSlice)),
+            next((obj for obj in others if isinstance(obj, Endpoints)), None),
+        )
+        return resolve_service(group, self.config)
 
     def plan(self) -> Plan:
         return self.resolve().plan
@@ -174,7 +212,8 @@ def compile_incremental(
     Raises InputError with every problem of the input, as a full compile does.
     """
     raw, errors = parse_sources(sources)
-    fingerprints = [fingerprint_object(obj.data) for obj in raw]
+    encoded = [encode_object(obj.data) for obj in raw]
+    fingerprints = [fingerprint_bytes(e) for e in encoded]
     trusted = (lambda i: memo.is_valid(fingerprints[i])) if memo is not None else None
     validated = validate_objects(raw, trusted)
     errors.extend(validated.errors)
@@ -184,8 +223,10 @@ def compile_incremental(
         config,
         [],
         list(validated.warnings),
-        {fingerprints[i] for i, _ in validated.accepted},
         raw,
+        encoded,
+        fingerprints,
+        [i for i, _ in validated.accepted],
         {i: obj for i, obj in validated.accepted if obj is not None},
         memo,
     )

@@ -26,6 +26,7 @@ Facts about iptables-nft 1.8.9 this design rests on (measured; see README "apply
 from __future__ import annotations
 
 import difflib
+import hashlib
 import os
 import re
 import shlex
@@ -35,13 +36,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from svc2rules.apply.base import Change
-from svc2rules.apply.conntrack import udp_facts
+from svc2rules.apply.cache import code_identity
+from svc2rules.apply.conntrack import udp_facts, udp_facts_of
 from svc2rules.apply.runner import Result, Runner, first_line
 from svc2rules.backends import RenderOptions
-from svc2rules.backends.iptables.render import build_tables
+from svc2rules.backends.iptables.render import LARGE_CLUSTER_ENDPOINTS, build_tables
+from svc2rules.backends.iptables.services import (
+    ServicePart,
+    head_lengths,
+    service_part,
+    split_by_service,
+)
+from svc2rules.config import ProxyConfig
 from svc2rules.errors import ApplyError, LockBusyError
-from svc2rules.ir import IPFamily, Plan
+from svc2rules.ir import IPFamily, Plan, ServicePort
 from svc2rules.naming import ChainNames
+from svc2rules.resolve.incremental import IncrementalCompile
+from svc2rules.resolve.plan import ServiceResolution
 
 TABLE_ORDER = ("nat", "filter")
 BUILTIN_CHAINS = {
@@ -70,6 +81,8 @@ class Desired:
     tables: dict[str, Chains]
     jumps: dict[str, list[tuple[str, str]]]
     udp: dict[str, dict[str, Any]]
+    # With the Services' fingerprints: the state entries the next run plans per Service from.
+    by_service: dict[str, Any] | None = None
     _origins: dict[str, str] | None = None
 
     def origins(self) -> dict[str, str]:
@@ -124,9 +137,16 @@ class IptablesApplier:
     def marker_chain(self) -> str:
         return self.names.applied_marker
 
-    def desired(self, plan: Plan, options: RenderOptions) -> Desired:
+    def desired(self, plan: Plan, options: RenderOptions, services: dict[str, str] | None = None) -> Desired:
+        """The tables for a plan; given the Services' fingerprints (`namespace/name` -> hex),
+        also what the state needs to plan the next run Service by Service."""
         self.names = ChainNames(options.chain_prefix)
-        tables, _ = build_tables(plan, options)
+        by_service: dict[str, Any] | None = None
+        if services is None:
+            tables, _ = build_tables(plan, options)
+        else:
+            tables, parts = split_by_service(plan, options)
+            by_service = _by_service_state(plan, options, services, parts)
         out: dict[str, Chains] = {}
         jumps: dict[str, list[tuple[str, str]]] = {}
         for table in tables:
@@ -136,15 +156,12 @@ class IptablesApplier:
             out[table.name] = chains
             jumps[table.name] = [(j.chain, j.spec) for j in table.jumps] if options.jumps else []
         udp = udp_facts(plan, plan.for_family(IPFamily.IPv4))
-        desired = Desired(plan, options, self.names, out, jumps, udp)
+        desired = Desired(plan, options, self.names, out, jumps, udp, by_service)
         self.desired_cache = desired
         return desired
 
     def sysctls(self, plan: Plan) -> dict[str, str]:
-        wanted = {"net.ipv4.ip_forward": "1"}
-        if plan.config.localhost_nodeports and any(sp.node_port for sp in plan.service_ports):
-            wanted["net.ipv4.conf.all.route_localnet"] = "1"
-        return wanted
+        return _sysctls(plan.config, sum(1 for sp in plan.service_ports if sp.node_port))
 
     def udp_facts(self, desired: Desired) -> dict[str, dict[str, Any]]:
         return desired.udp
@@ -239,8 +256,29 @@ class IptablesApplier:
         new_tables: dict[str, Chains] = {}
         for table in TABLE_ORDER:
             chains = dict(desired.tables.get(table, {}))
-            chains[marker] = [f'-m comment --comment "svc2rules generation {generation}" -j RETURN']
+            chains[marker] = [_marker_rule(generation)]
             new_tables[table] = chains
+        state_tables = {t: {c: "\n".join(r) for c, r in new_tables[t].items()} for t in TABLE_ORDER}
+        return self._change(
+            runner, old, trusted, desired, generation, new_tables, state_tables, None, desired.by_service
+        )
+
+    def _change(
+        self,
+        runner: Runner,
+        old: dict[str, Any] | None,
+        trusted: bool,
+        desired: Desired,
+        generation: str,
+        new_tables: dict[str, Chains],
+        state_tables: dict[str, dict[str, str]],
+        removable: dict[str, list[str]] | None,
+        by_service: dict[str, Any] | None,
+    ) -> Change:
+        """The write turning `old` into `state_tables`. `new_tables` holds the chains to compare
+        (all of them, or with `removable` only those that may have changed, plus the chains
+        that may have gone)."""
+        marker = self.marker_chain()
         if trusted and old is not None:
             live_jumps = self._our_jumps(runner, TABLE_ORDER)
         else:
@@ -253,7 +291,8 @@ class IptablesApplier:
         for table in TABLE_ORDER:
             section = Section(table, full=full)
             old_chains = old_tables.get(table, {})
-            self._section(section, old_chains, new_tables[table], full, counts, marker, runner)
+            gone = removable.get(table, []) if removable is not None else None
+            self._section(section, old_chains, new_tables[table], full, counts, marker, runner, gone)
             self._jump_fixes(section, live_jumps.get(table, {}), desired.jumps.get(table, []), counts)
             sections.append(section)
 
@@ -262,12 +301,13 @@ class IptablesApplier:
             "backend": self.name,
             "generation": generation,
             "prefix": self.names.prefix,
-            "tables": {t: {c: "\n".join(r) for c, r in new_tables[t].items()} for t in TABLE_ORDER},
+            "tables": state_tables,
             "jumps": {t: [list(j) for j in desired.jumps.get(t, [])] for t in TABLE_ORDER},
             "udp": desired.udp,
+            **(by_service or {}),
         }
         if not real_change and trusted:
-            return Change("none", "", "no changes", None)
+            return Change("none", "", "no changes", None, state_update=by_service)
         lines: list[str] = []
         for section in sections:
             big = section.full or section.touched > ALL_CHAINS_THRESHOLD
@@ -286,6 +326,150 @@ class IptablesApplier:
             kind, payload, summary, new_state, {"prep": full, "desired": desired, "old": old_tables}
         )
 
+    # -- planning from an incremental compile ------------------------------------------------
+
+    bulk_state_keys = ("tables", "udp", "groups", "segments")
+
+    def plan_compiled(
+        self,
+        runner: Runner,
+        old: dict[str, Any] | None,
+        trusted: bool,
+        compiled: IncrementalCompile,
+        options: RenderOptions,
+        generation: str,
+    ) -> Change:
+        """Rewrite only the changed Services' part of the tables when the state allows it,
+        else diff the whole plan's tables against the state (or the kernel)."""
+        self.names = ChainNames(options.chain_prefix)
+        if trusted and old is not None and _few_changed(old, compiled):
+            change = self._plan_services(runner, old, compiled, options, generation)
+            if change is not None:
+                return change
+        plan = compiled.plan()
+        services = {entry.name: entry.fingerprint.hex() for entry in compiled.services}
+        change = self.plan_change(runner, old, trusted, self.desired(plan, options, services), generation)
+        change.sysctls = self.sysctls(plan)
+        return change
+
+    def _plan_services(
+        self,
+        runner: Runner,
+        old: dict[str, Any],
+        compiled: IncrementalCompile,
+        options: RenderOptions,
+        generation: str,
+    ) -> Change | None:
+        """The change from the changed Services alone, or None when it needs the whole plan:
+        the state has no per-Service entries, something every Service's rules depend on changed
+        (config, options, code, endpoint comments), or the previous version of a changed
+        Service is not in the compile cache."""
+        old_groups, segments = old.get("groups"), old.get("segments")
+        totals, tables = old.get("totals"), old.get("tables")
+        if (
+            compiled.memo is None
+            or not isinstance(old_groups, dict)
+            or not isinstance(segments, dict)
+            or not isinstance(totals, dict)
+            or not isinstance(tables, dict)
+        ):
+            return None
+        entries = {entry.name: entry for entry in compiled.services}
+        groups = {name: entry.fingerprint.hex() for name, entry in entries.items()}
+        changed = [name for name, fp in groups.items() if old_groups.get(name) != fp]
+        changed += [name for name in old_groups if name not in groups]
+        before: dict[str, ServiceResolution] = {}
+        for name in changed:
+            if name in old_groups:
+                resolution = compiled.remembered(bytes.fromhex(old_groups[name]))
+                if resolution is None:
+                    return None
+                before[name] = resolution
+        after = {name: compiled.resolution(entries[name]) for name in changed if name in entries}
+        new_totals = _totals_delta(totals, before.values(), after.values())
+        config = compiled.config
+        comments_on = _endpoint_comments(new_totals["endpoints"], options)
+        by_service = {
+            "groups": groups,
+            "ctx": service_context(config, options, comments_on),
+            "totals": new_totals,
+        }
+        if by_service["ctx"] != old.get("ctx"):
+            return None
+
+        def part(resolution: ServiceResolution) -> ServicePart:
+            return service_part(config, resolution.service_ports, options, endpoint_comments=comments_on)
+
+        old_parts = {name: part(r) for name, r in before.items()}
+        new_parts = {name: part(r) for name, r in after.items()}
+        heads = head_lengths(config, options)
+        marker = self.marker_chain()
+        new_tables: dict[str, Chains] = {}
+        state_tables: dict[str, dict[str, str]] = {}
+        removable: dict[str, list[str]] = {}
+        new_segments: dict[str, dict[str, dict[str, int]]] = {}
+        changed_set = set(changed)
+        for table in TABLE_ORDER:
+            chains: dict[str, str] = dict(tables.get(table, {}))
+            touched: Chains = {}
+            gone: list[str] = []
+            for p in old_parts.values():
+                for chain in p.chains.get(table, {}):
+                    chains.pop(chain, None)
+                    gone.append(chain)
+            for p in new_parts.values():
+                for chain, rules in p.chains.get(table, {}).items():
+                    chains[chain] = "\n".join(rules)
+                    touched[chain] = rules
+            table_segments = dict(segments.get(table, {}))
+            shared = dict.fromkeys(
+                c for p in (*old_parts.values(), *new_parts.values()) for c in p.shared.get(table, {})
+            )
+            for chain in shared:
+                spliced = _splice(
+                    chains.get(chain, ""),
+                    table_segments.get(chain, {}),
+                    heads.get(table, {}).get(chain, 0),
+                    changed_set,
+                    {n: p.shared.get(table, {}).get(chain, []) for n, p in old_parts.items()},
+                    {
+                        n: p.shared[table][chain]
+                        for n, p in new_parts.items()
+                        if chain in p.shared.get(table, {})
+                    },
+                )
+                if spliced is None:
+                    return None
+                rules, counts = spliced
+                if counts:
+                    table_segments[chain] = counts
+                else:
+                    table_segments.pop(chain, None)
+                chains[chain] = "\n".join(rules)
+                touched[chain] = rules
+            touched[marker] = [_marker_rule(generation)]
+            chains[marker] = touched[marker][0]
+            new_tables[table] = touched
+            state_tables[table] = chains
+            removable[table] = [c for c in gone if c not in chains]
+            new_segments[table] = table_segments
+        by_service["segments"] = new_segments
+
+        udp = dict(old.get("udp", {}))
+        for resolution in before.values():
+            for key in udp_facts_of(_ipv4(resolution.service_ports)):
+                udp.pop(key, None)
+        for resolution in after.values():
+            udp.update(udp_facts_of(_ipv4(resolution.service_ports)))
+        ports = tuple(sp for r in (*before.values(), *after.values()) for sp in _ipv4(r.service_ports))
+        jumps = {t: [(c, s) for c, s in old.get("jumps", {}).get(t, [])] for t in TABLE_ORDER}
+        desired = Desired(Plan(config, ports, ()), options, self.names, new_tables, jumps, udp, by_service)
+        change = self._change(
+            runner, old, True, desired, generation, new_tables, state_tables, removable, by_service
+        )
+        change.sysctls = _sysctls(config, new_totals["nodeports"])
+        return change
+
     def _section(
         self,
         section: Section,
@@ -295,11 +479,17 @@ class IptablesApplier:
         counts: dict[str, int],
         marker: str,
         runner: Runner,
+        removable: list[str] | None = None,
     ) -> None:
+        """`new` holds the chains to write or compare; `removable` the chains that may have gone
+        (None: every old chain not in `new`)."""
         declare: list[str] = []
         appends: list[str] = []
         edits: list[str] = []
-        removed = [c for c in old if c not in new]
+        if removable is None:
+            removed = [c for c in old if c not in new]
+        else:
+            removed = [c for c in dict.fromkeys(removable) if c in old and c not in new]
         for chain, rules in new.items():
             before = old.get(chain)
             if before is not None and not full and before == "\n".join(rules):
@@ -672,3 +862,144 @@ def _prep_payload() -> str:
             lines += [f"-A {rule}", f"-D {rule}"]
         lines.append("COMMIT")
     return "\n".join(lines) + "\n"
+
+
+# -- per-Service planning ------------------------------------------------------------------------
+
+
+def _marker_rule(generation: str) -> str:
+    return f'-m comment --comment "svc2rules generation {generation}" -j RETURN'
+
+
+def _sysctls(config: ProxyConfig, node_ports: int) -> dict[str, str]:
+    wanted = {"net.ipv4.ip_forward": "1"}
+    if config.localhost_nodeports and node_ports:
+        wanted["net.ipv4.conf.all.route_localnet"] = "1"
+    return wanted
+
+
+def _ipv4(ports: Iterable[ServicePort]) -> tuple[ServicePort, ...]:
+    return tuple(sp for sp in ports if sp.family == IPFamily.IPv4)
+
+
+def _endpoint_comments(total_endpoints: int, options: RenderOptions) -> bool:
+    """render.endpoint_comments, from the plan's total of IPv4 endpoints."""
+    if options.comments == "always":
+        return True
+    if options.comments == "never":
+        return False
+    return total_endpoints <= LARGE_CLUSTER_ENDPOINTS
+
+
+def _totals(ports: Iterable[ServicePort]) -> dict[str, int]:
+    ports = tuple(ports)
+    return {
+        "endpoints": sum(len(sp.reachable_endpoints) for sp in _ipv4(ports)),
+        "nodeports": sum(1 for sp in ports if sp.node_port),
+    }
+
+
+def _totals_delta(
+    totals: dict[str, int], before: Iterable[ServiceResolution], after: Iterable[ServiceResolution]
+) -> dict[str, int]:
+    out = dict(totals)
+    for sign, resolutions in ((-1, before), (1, after)):
+        for resolution in resolutions:
+            for key, value in _totals(resolution.service_ports).items():
+                out[key] = out.get(key, 0) + sign * value
+    return out
+
+
+def service_context(config: ProxyConfig, options: RenderOptions, endpoint_comments: bool) -> str:
+    """Everything every Service's rules depend on besides its own objects: a Service's part of
+    the state is reused only while this is unchanged."""
+    parts = (
+        code_identity(),
+        config.model_dump_json(),
+        options.chain_prefix,
+        options.comments,
+        options.jumps,
+        sorted(options.extra.items()),
+        endpoint_comments,
+    )
+    return hashlib.blake2b(repr(parts).encode(), digest_size=16).hexdigest()
+
+
+def _by_service_state(
+    plan: Plan, options: RenderOptions, services: dict[str, str], parts: dict[str, ServicePart]
+) -> dict[str, Any]:
+    totals = _totals(plan.service_ports)
+    segments: dict[str, dict[str, dict[str, int]]] = {t: {} for t in TABLE_ORDER}
+    for name, part in parts.items():
+        for table, shared in part.shared.items():
+            for chain, rules in shared.items():
+                segments[table].setdefault(chain, {})[name] = len(rules)
+    return {
+        "groups": services,
+        "ctx": service_context(plan.config, options, _endpoint_comments(totals["endpoints"], options)),
+        "totals": totals,
+        "segments": segments,
+    }
+
+
+def _service_key(name: str) -> tuple[str, str]:
+    """Plan order of `namespace/name` (neither part contains a slash)."""
+    namespace, _, service = name.partition("/")
+    return namespace, service
+
+
+def _splice(
+    text: str,
+    counts: dict[str, int],
+    head: int,
+    changed: set[str],
+    old_rules: dict[str, list[str]],
+    new_rules: dict[str, list[str]],
+) -> tuple[list[str], dict[str, int]] | None:
+    """A shared chain with the changed Services' rules replaced.
+
+    The chain is `head` fixed rules, each Service's rules in plan order (`counts`, in that
+    order), then fixed rules. Returns the new rules and counts, or None when the chain does not
+    hold the changed Services' old rules where the counts say (then the whole plan is diffed)."""
+    rules = text.split("\n") if text else []
+    for name, expected in old_rules.items():
+        if counts.get(name, 0) != len(expected):
+            return None
+    out = rules[:head]
+    out_counts: dict[str, int] = {}
+    pending = sorted(new_rules, key=_service_key)
+    i = 0
+    position = head
+    for name, count in counts.items():
+        key = _service_key(name)
+        while i < len(pending) and _service_key(pending[i]) <= key:
+            out.extend(new_rules[pending[i]])
+            out_counts[pending[i]] = len(new_rules[pending[i]])
+            i += 1
+        segment = rules[position : position + count]
+        if name in changed:
+            if segment != old_rules.get(name):
+                return None
+        else:
+            out.extend(segment)
+            out_counts[name] = count
+        position += count
+    for name in pending[i:]:
+        out.extend(new_rules[name])
+        out_counts[name] = len(new_rules[name])
+    if position > len(rules):
+        return None
+    out.extend(rules[position:])
+    return out, out_counts
+
+
+def _few_changed(old: dict[str, Any], compiled: IncrementalCompile) -> bool:
+    """Whether planning Service by Service pays: rendering a quarter of the Services twice (old
+    and new) costs about what rendering the whole plan once does."""
+    old_groups = old.get("groups")
+    if not isinstance(old_groups, dict):
+        return False
+    groups = {entry.name: entry.fingerprint.hex() for entry in compiled.services}
+    changed = sum(1 for name, fp in groups.items() if old_groups.get(name) != fp)
+    changed += sum(1 for name in old_groups if name not in groups)
+    return changed <= max(len(groups), len(old_groups)) // 4 or changed <= 8

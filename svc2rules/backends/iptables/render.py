@@ -42,13 +42,14 @@ def build_tables(
     plan: Plan,
     options: RenderOptions,
     *,
-    on_port: Callable[[TableWriter, ServicePort], None] | None = None,
+    on_port: Callable[[TableWriter, ServicePort | None], None] | None = None,
 ) -> tuple[list[Table], tuple[str, ...]]:
     """The filter and nat tables as objects (what the template prints); `apply` diffs these.
 
-    `on_port(writer, service_port)` runs before each service port's rules are added: every
-    service port only appends (chains and rules) to the tables, so what it added is what lies
-    between two calls (apply keeps per-Service parts of the tables that way)."""
+    `on_port(writer, service_port)` runs before each service port's rules are added, and
+    `on_port(writer, None)` before the fixed tail: a service port only appends (chains and
+    rules) to the tables, so what it added lies between two calls (apply keeps the tables
+    per Service that way)."""
     family = IPFamily(options.extra.get("family", IPFamily.IPv4))
     if family != IPFamily.IPv4:
         raise BackendError("the iptables backend renders IPv4 only for now (ip6tables output is planned)")
@@ -65,6 +66,8 @@ def build_tables(
         if on_port is not None:
             on_port(writer, sp)
         writer.add_port(sp)
+    if on_port is not None:
+        on_port(writer, None)
     writer.tail()
     return [writer.filter, writer.nat], warnings
 

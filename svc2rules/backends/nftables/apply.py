@@ -21,15 +21,28 @@ from dataclasses import dataclass
 from typing import Any
 
 from svc2rules.apply.base import Change
-from svc2rules.apply.conntrack import udp_facts
+from svc2rules.apply.cache import code_identity
+from svc2rules.apply.conntrack import udp_facts, udp_facts_of
 from svc2rules.apply.runner import Result, Runner, first_line
 from svc2rules.backends import RenderOptions
-from svc2rules.backends.nftables.render import render_nftables
+from svc2rules.backends.nftables.grouped import CLAIM_COLLECTIONS
+from svc2rules.backends.nftables.render import (
+    DEFAULT_LAYOUT,
+    build_table,
+    element_comments,
+    format_table,
+    layout_name,
+)
 from svc2rules.backends.nftables.text import check_table_name
+from svc2rules.config import ProxyConfig
 from svc2rules.errors import ApplyError
-from svc2rules.ir import IPFamily, Plan
+from svc2rules.ir import IPFamily, Plan, ServicePort
+from svc2rules.resolve.incremental import IncrementalCompile
+from svc2rules.resolve.plan import ServiceResolution
 
 MARKER_SET = "applied-generation"
+# render.LARGE_CLUSTER_ENDPOINTS: element comments are dropped above this many endpoints.
+LARGE_CLUSTER_ENDPOINTS = 1000
 FAMILY = "ip"
 _GENERATION = re.compile(r"svc2rules generation ([A-Za-z0-9-]+)")
 _COLLECTION = re.compile(r"^\t(map|set) (\S+) \{$")
@@ -44,10 +57,14 @@ Elements = dict[str, dict[str, str]]  # collection -> key -> element text
 class Desired:
     plan: Plan
     table: str
-    text: str
-    skeleton: str
+    text: str | None  # None: planned from the changed Services alone (the skeleton is the state's)
+    skeleton: str | None
     elements: Elements
     udp: dict[str, dict[str, Any]]
+    # With the Services' fingerprints: the state entries the next run plans per Service from.
+    by_service: dict[str, Any] | None = None
+    # Planned per Service: the only elements that may differ from the state's (per collection).
+    touched: dict[str, list[str]] | None = None
 
 
 def element_key(text: str) -> str:
@@ -147,12 +164,27 @@ class NftablesApplier:
     def __init__(self) -> None:
         self.table = "svc2rules"
 
-    def desired(self, plan: Plan, options: RenderOptions) -> Desired:
+    def desired(self, plan: Plan, options: RenderOptions, services: dict[str, str] | None = None) -> Desired:
+        """The table for a plan; given the Services' fingerprints (`namespace/name` -> hex),
+        also what the state needs to plan the next run Service by Service."""
         self.table = check_table_name(options.table)
-        text = render_nftables(plan, options).text
+        journal = _Journal() if services is not None and layout_name(options) == DEFAULT_LAYOUT else None
+        table, _, layout = build_table(plan, options, observer=journal)
+        text = format_table(table, layout, options)
         skeleton, elements = split_script(text)
         udp = udp_facts(plan, plan.for_family(IPFamily.IPv4))
-        return Desired(plan, self.table, text, skeleton, elements, udp)
+        by_service = None
+        if journal is not None and services is not None:
+            endpoints = _endpoint_total(plan.service_ports)
+            by_service = {
+                "groups": services,
+                "ctx": service_context(
+                    plan.config, options, element_comments(plan.for_family(IPFamily.IPv4), options)
+                ),
+                "totals": {"endpoints": endpoints},
+                **journal.state(),
+            }
+        return Desired(plan, self.table, text, skeleton, elements, udp, by_service)
 
     def sysctls(self, plan: Plan) -> dict[str, str]:
         # This layout never matches 127.0.0.0/8 NodePorts, so route_localnet is not needed.
@@ -192,19 +224,26 @@ class NftablesApplier:
         self, runner: Runner, old: dict[str, Any] | None, trusted: bool, desired: Desired, generation: str
     ) -> Change:
         self.table = desired.table
-        header, blocks = skeleton_blocks(desired.skeleton)
-        block_hashes = {name: _digest(text) for name, text in blocks.items()}
+        old_blocks: dict[str, str] = (old or {}).get("blocks", {})
+        blocks: dict[str, str] = {}
+        if desired.skeleton is not None:
+            header, blocks = skeleton_blocks(desired.skeleton)
+            header_digest = _digest(header)
+            block_hashes = {name: _digest(text) for name, text in blocks.items()}
+        else:  # planned per Service: the skeleton is unchanged
+            assert old is not None
+            header_digest, block_hashes = old["header"], old_blocks
         new_state = {
             "backend": self.name,
             "generation": generation,
             "table": self.table,
-            "header": _digest(header),
+            "header": header_digest,
             "blocks": block_hashes,
             "elements": desired.elements,
             "udp": desired.udp,
+            **(desired.by_service or {}),
         }
         details: dict[str, Any] = {"desired": desired}
-        old_blocks: dict[str, str] = (old or {}).get("blocks", {})
         if (
             not trusted
             or old is None
@@ -212,6 +251,7 @@ class NftablesApplier:
             or old.get("header") != new_state["header"]
             or any(old_blocks[name] != digest for name, digest in block_hashes.items() if name in old_blocks)
         ):
+            assert desired.text is not None
             payload = desired.text + "\n".join(self._marker_commands(generation, replace=False)) + "\n"
             count = sum(len(e) for e in desired.elements.values())
             return Change(
@@ -228,11 +268,18 @@ class NftablesApplier:
         adds: list[str] = []
         deleted = added = 0
         old_elements: Elements = old.get("elements", {})
-        for name in sorted(set(old_elements) | set(desired.elements)):
+        touched = desired.touched
+        names = sorted(touched) if touched is not None else sorted(set(old_elements) | set(desired.elements))
+        for name in names:
             before = old_elements.get(name, {})
             after = desired.elements.get(name, {})
-            gone = [k for k, text in before.items() if after.get(k) != text]
-            new = [text for k, text in after.items() if before.get(k) != text]
+            if touched is not None:
+                keys = list(dict.fromkeys(touched[name]))
+                gone = [k for k in keys if k in before and after.get(k) != before[k]]
+                new = [after[k] for k in keys if k in after and before.get(k) != after[k]]
+            else:
+                gone = [k for k, text in before.items() if after.get(k) != text]
+                new = [text for k, text in after.items() if before.get(k) != text]
             if gone and name not in gone_collections:
                 deletes.append(f"delete element {FAMILY} {self.table} {name} {{ {', '.join(gone)} }}")
                 deleted += len(gone)
@@ -240,7 +287,7 @@ class NftablesApplier:
                 adds.append(f"add element {FAMILY} {self.table} {name} {{ {', '.join(new)} }}")
                 added += len(new)
         if not deletes and not adds and not gone_blocks and not new_blocks:
-            return Change("none", "", "no changes", None)
+            return Change("none", "", "no changes", None, state_update=desired.by_service)
         structure: list[str] = []
         structure += [
             f"delete {name.replace(' ', f' {FAMILY} {self.table} ', 1)}"
@@ -264,6 +311,168 @@ class NftablesApplier:
         if gone_blocks or new_blocks:
             summary += f", {len(new_blocks)} set/map/chain(s) added, {len(gone_blocks)} removed"
         return Change("incremental", "\n".join(commands) + "\n", summary, new_state, details)
+
+    # -- planning from an incremental compile ------------------------------------------------
+
+    bulk_state_keys = ("elements", "udp", "groups", "shared", "facts")
+
+    def plan_compiled(
+        self,
+        runner: Runner,
+        old: dict[str, Any] | None,
+        trusted: bool,
+        compiled: IncrementalCompile,
+        options: RenderOptions,
+        generation: str,
+    ) -> Change:
+        """Update only the changed Services' elements when the state allows it, else diff the
+        whole plan's table against the state (or replace it)."""
+        self.table = check_table_name(options.table)
+        if trusted and old is not None and _few_changed(old, compiled):
+            change = self._plan_services(runner, old, compiled, options, generation)
+            if change is not None:
+                return change
+        plan = compiled.plan()
+        services = {entry.name: entry.fingerprint.hex() for entry in compiled.services}
+        change = self.plan_change(runner, old, trusted, self.desired(plan, options, services), generation)
+        change.sysctls = self.sysctls(plan)
+        return change
+
+    def _plan_services(
+        self,
+        runner: Runner,
+        old: dict[str, Any],
+        compiled: IncrementalCompile,
+        options: RenderOptions,
+        generation: str,
+    ) -> Change | None:
+        """The change from the changed Services alone, or None when it needs the whole plan:
+        the state has no per-Service entries, something every Service's elements depend on
+        changed, the previous version of a changed Service is unknown, two Services offer the
+        same key differently, or the set of chains and maps the table needs changes."""
+        old_groups, elements, shared = old.get("groups"), old.get("elements"), old.get("shared")
+        facts, totals = old.get("facts"), old.get("totals")
+        if (
+            compiled.memo is None
+            or old.get("conflicts") is not False
+            or layout_name(options) != DEFAULT_LAYOUT
+            or not isinstance(old_groups, dict)
+            or not isinstance(elements, dict)
+            or not isinstance(shared, dict)
+            or not isinstance(facts, dict)
+            or not isinstance(totals, dict)
+        ):
+            return None
+        entries = {entry.name: entry for entry in compiled.services}
+        groups = {name: entry.fingerprint.hex() for name, entry in entries.items()}
+        changed = [name for name, fp in groups.items() if old_groups.get(name) != fp]
+        changed += [name for name in old_groups if name not in groups]
+        before: dict[str, ServiceResolution] = {}
+        for name in changed:
+            if name in old_groups:
+                resolution = compiled.remembered(bytes.fromhex(old_groups[name]))
+                if resolution is None:
+                    return None
+                before[name] = resolution
+        after = {name: compiled.resolution(entries[name]) for name in changed if name in entries}
+        config = compiled.config
+        endpoints = totals.get("endpoints", 0)
+        endpoints -= sum(_endpoint_total(r.service_ports) for r in before.values())
+        endpoints += sum(_endpoint_total(r.service_ports) for r in after.values())
+        comments_on = _element_comments(endpoints, options)
+        ctx = service_context(config, options, comments_on)
+        if ctx != old.get("ctx"):
+            return None
+
+        empty = _Contribution.of(config, (), options, comments_on, None)
+        old_parts = [
+            _Contribution.of(config, r.service_ports, options, comments_on, empty) for r in before.values()
+        ]
+        new_parts = [
+            _Contribution.of(config, r.service_ports, options, comments_on, empty) for r in after.values()
+        ]
+
+        # The chains the elements lead to (and session affinity) decide the table's skeleton.
+        new_facts = {"chains": dict(facts.get("chains", {})), "affinity": facts.get("affinity", 0)}
+        for sign, parts in ((-1, old_parts), (1, new_parts)):
+            for part in parts:
+                for chain in part.chains:
+                    new_facts["chains"][chain] = new_facts["chains"].get(chain, 0) + sign
+                new_facts["affinity"] += sign * part.affinity
+        new_facts["chains"] = {c: n for c, n in new_facts["chains"].items() if n}
+        if set(new_facts["chains"]) != set(facts.get("chains", {})) or (new_facts["affinity"] > 0) != (
+            facts.get("affinity", 0) > 0
+        ):
+            return None
+
+        new_elements: Elements = dict(elements)
+        new_shared: dict[str, dict[str, int]] = {c: dict(keys) for c, keys in shared.items()}
+        touched: dict[str, list[str]] = {}
+        copied: set[str] = set()
+
+        def writable(collection: str) -> dict[str, str] | None:
+            if collection not in new_elements:
+                return None
+            if collection not in copied:
+                new_elements[collection] = dict(new_elements[collection])
+                copied.add(collection)
+            return new_elements[collection]
+
+        for part in old_parts:
+            for collection, items in part.elements.items():
+                target = writable(collection)
+                if target is None:
+                    return None
+                counts = new_shared.setdefault(collection, {})
+                for key, text in items.items():
+                    if target.get(key) != text:
+                        return None  # the state does not have what this Service had loaded
+                    touched.setdefault(collection, []).append(key)
+                    count = counts.get(key, 1)
+                    if count > 2:
+                        counts[key] = count - 1
+                    elif count == 2:
+                        del counts[key]
+                    else:
+                        del target[key]
+        for part in new_parts:
+            for collection, items in part.elements.items():
+                target = writable(collection)
+                if target is None:
+                    return None
+                counts = new_shared.setdefault(collection, {})
+                for key, text in items.items():
+                    touched.setdefault(collection, []).append(key)
+                    present = target.get(key)
+                    if present is None:
+                        target[key] = text
+                    elif present != text or collection in CLAIM_COLLECTIONS:
+                        return None  # first one wins: depends on the order (a whole-plan job)
+                    else:
+                        counts[key] = counts.get(key, 1) + 1
+        new_shared = {c: keys for c, keys in new_shared.items() if keys}
+
+        udp = dict(old.get("udp", {}))
+        for resolution in before.values():
+            for key in udp_facts_of(_ipv4(resolution.service_ports)):
+                udp.pop(key, None)
+        for resolution in after.values():
+            udp.update(udp_facts_of(_ipv4(resolution.service_ports)))
+        ports = tuple(sp for r in (*before.values(), *after.values()) for sp in _ipv4(r.service_ports))
+        by_service = {
+            "groups": groups,
+            "ctx": ctx,
+            "totals": {"endpoints": endpoints},
+            "shared": new_shared,
+            "facts": new_facts,
+            "conflicts": False,
+        }
+        desired = Desired(
+            Plan(config, ports, ()), self.table, None, None, new_elements, udp, by_service, touched
+        )
+        change = self.plan_change(runner, old, True, desired, generation)
+        change.sysctls = self.sysctls(desired.plan)
+        return change
 
     def plan_cleanup(self, runner: Runner, old: dict[str, Any] | None, options: RenderOptions) -> Change:
         self.table = check_table_name(options.table)
@@ -367,6 +576,7 @@ class NftablesApplier:
         return self._owned(result.stdout) if result.ok else ""
 
     def dump_desired(self, runner: Runner, desired: Desired) -> str:
+        assert desired.text is not None, "diff renders the whole plan"
         with tempfile.NamedTemporaryFile("w", prefix="svc2rules-diff-", suffix=".nft", delete=False) as fh:
             fh.write(desired.text)
             path = fh.name
@@ -380,3 +590,161 @@ class NftablesApplier:
                 f"cannot load the compiled rules in a scratch namespace: {first_line(result.stderr)}"
             )
         return self._owned(result.stdout)
+
+
+# -- per-Service planning ------------------------------------------------------------------------
+
+
+def _ipv4(ports: tuple[ServicePort, ...]) -> tuple[ServicePort, ...]:
+    return tuple(sp for sp in ports if sp.family == IPFamily.IPv4)
+
+
+def _endpoint_total(ports: tuple[ServicePort, ...]) -> int:
+    return sum(len(sp.reachable_endpoints) for sp in _ipv4(ports))
+
+
+def _element_comments(total_endpoints: int, options: RenderOptions) -> bool:
+    """render.element_comments, from the plan's total of IPv4 endpoints."""
+    if options.comments == "always":
+        return True
+    if options.comments == "never":
+        return False
+    return total_endpoints <= LARGE_CLUSTER_ENDPOINTS
+
+
+def service_context(config: ProxyConfig, options: RenderOptions, element_comments_on: bool) -> str:
+    """Everything every Service's elements depend on besides its own objects: a Service's part
+    of the state is reused only while this is unchanged."""
+    parts = (
+        code_identity(),
+        config.model_dump_json(),
+        options.table,
+        options.comments,
+        options.jumps,
+        sorted(options.extra.items()),
+        element_comments_on,
+    )
+    return hashlib.blake2b(repr(parts).encode(), digest_size=16).hexdigest()
+
+
+def _verdict_chain(text: str) -> str | None:
+    """The chain an element leads to (`... : goto CHAIN` or `jump CHAIN`), if any."""
+    _, separator, value = text.rpartition(" : ")
+    if separator and value.startswith(("goto ", "jump ")):
+        return value.split(" ", 1)[1]
+    return None
+
+
+@dataclass
+class _Contribution:
+    """What one Service adds to the table: its elements (all but those the table has without
+    any Service), the chains they lead to, and whether it uses session affinity. The grouped
+    layout's sets, maps and chains follow from those chains and affinity alone."""
+
+    elements: dict[str, dict[str, str]]
+    chains: set[str]
+    affinity: int
+
+    @classmethod
+    def of(
+        cls,
+        config: ProxyConfig,
+        ports: tuple[ServicePort, ...],
+        options: RenderOptions,
+        comments_on: bool,
+        empty: _Contribution | None,
+    ) -> _Contribution:
+        ipv4 = _ipv4(ports)
+        table, _, _ = build_table(Plan(config, ipv4, ()), options, element_comments_on=comments_on)
+        fixed = empty.elements if empty is not None else {}
+        elements: dict[str, dict[str, str]] = {}
+        chains: set[str] = set()
+        for collection in table.collections:
+            skip = fixed.get(collection.name, {})
+            items = {}
+            for text in collection.elements:
+                key = element_key(text)
+                if skip.get(key) == text:
+                    continue
+                items[key] = text
+                chain = _verdict_chain(text)
+                if chain is not None:
+                    chains.add(chain)
+            if items:
+                elements[collection.name] = items
+        return cls(elements, chains, int(any(sp.affinity_timeout for sp in ipv4)))
+
+
+class _Journal:
+    """Watches a whole-plan build (LayoutObserver): which Services offer which element keys.
+
+    A key offered by several Services with the same text is shared (the state counts them, so
+    it goes only with the last); offered with different texts, or a claimed key offered twice,
+    the first Service wins, which only a whole-plan build decides (`conflicts`)."""
+
+    def __init__(self) -> None:
+        self.service: str | None = None
+        self.affinity = False
+        self.first: dict[tuple[str, str], tuple[str, str]] = {}  # (collection, key) -> (service, text)
+        self.counts: dict[tuple[str, str], int] = {}  # keys offered by several Services
+        self.chain_counts: dict[str, int] = {}
+        self.affinity_count = 0
+        self.conflicts = False
+        self._chains: set[str] = set()
+
+    def port(self, sp: ServicePort | None) -> None:
+        name = f"{sp.key.namespace}/{sp.key.name}" if sp is not None else None
+        if name != self.service:
+            self._close()
+            self.service = name
+        if sp is not None and sp.affinity_timeout:
+            self.affinity = True
+
+    def _close(self) -> None:
+        if self.service is None:
+            return
+        for chain in self._chains:
+            self.chain_counts[chain] = self.chain_counts.get(chain, 0) + 1
+        self.affinity_count += self.affinity
+        self._chains, self.affinity = set(), False
+
+    def element(self, collection: str, key: str, text: str) -> None:
+        service = self.service
+        if service is None:
+            return
+        chain = _verdict_chain(text)
+        if chain is not None:
+            self._chains.add(chain)
+        slot = (collection, key)
+        first = self.first.get(slot)
+        if first is None:
+            self.first[slot] = (service, text)
+        elif first[0] != service:
+            if first[1] != text or collection in CLAIM_COLLECTIONS:
+                self.conflicts = True
+            # Ports of one Service are consecutive: count each Service once.
+            self.first[slot] = (service, first[1])
+            self.counts[slot] = self.counts.get(slot, 1) + 1
+
+    def state(self) -> dict[str, Any]:
+        self._close()
+        shared: dict[str, dict[str, int]] = {}
+        for (collection, key), count in self.counts.items():
+            shared.setdefault(collection, {})[key] = count
+        return {
+            "shared": shared,
+            "facts": {"chains": self.chain_counts, "affinity": self.affinity_count},
+            "conflicts": self.conflicts,
+        }
+
+
+def _few_changed(old: dict[str, Any], compiled: IncrementalCompile) -> bool:
+    """Whether planning Service by Service pays: rendering a quarter of the Services twice (old
+    and new) costs about what rendering the whole plan once does."""
+    old_groups = old.get("groups")
+    if not isinstance(old_groups, dict):
+        return False
+    groups = {entry.name: entry.fingerprint.hex() for entry in compiled.services}
+    changed = sum(1 for name, fp in groups.items() if old_groups.get(name) != fp)
+    changed += sum(1 for name in old_groups if name not in groups)
+    return changed <= max(len(groups), len(old_groups)) // 4 or changed <= 8

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from svc2rules.backends.nftables.objects import Chain, Collection, Hook, Table
 from svc2rules.backends.nftables.text import ip_key, quote_comment
@@ -46,6 +47,9 @@ NODEPORT_EXPR = "meta l4proto . th dport"
 # has established which transport protocols it deals with.
 PORTED = "meta l4proto { tcp, udp, sctp }"
 AFFINITY_MAP_SIZE = 1048576
+# The maps whose first service port to claim a key keeps it, and whose later claimants then add
+# none of their pools: the only place where one service port's elements depend on another's.
+CLAIM_COLLECTIONS = ("service-ips", "service-nodeports")
 
 # Priorities, the same as the iptables tables kube-proxy's iptables mode uses, so every verdict sees
 # the packet exactly as there: nat at dstnat/srcnat, filter at 0 (after DNAT: REJECT/DROP rules match
@@ -108,6 +112,18 @@ def _pool_order(key: tuple[str, int]) -> tuple[int, str]:
     return key[1], key[0]
 
 
+class LayoutObserver(Protocol):
+    """Watches a build (apply uses it to learn which Service contributes which element)."""
+
+    def port(self, sp: ServicePort | None) -> None:
+        """The elements that follow are this service port's (None: the fixed part's)."""
+
+    def element(self, collection: str, key: str, text: str) -> None:
+        """An element was offered to a collection, whether or not its key was new. Pool maps
+        are not reported: their keys extend a claimed key (CLAIM_COLLECTIONS), so they are
+        new whenever the claim succeeded."""
+
+
 class GroupedLayout:
     """Plan (IPv4 service ports) -> Table, with a number of objects independent of the Services."""
 
@@ -120,8 +136,10 @@ class GroupedLayout:
         element_comments: bool,
         rule_comments: bool,
         hooks: bool,
+        observer: LayoutObserver | None = None,
     ) -> None:
         config = plan.config
+        self.observer = observer
         self.ports = ports
         self.table = table
         self.element_comments = element_comments
@@ -211,10 +229,32 @@ class GroupedLayout:
     # -- per service port ----------------------------------------------------------------------
 
     def build(self) -> list[str]:
+        observer = self.observer
+        if observer is not None:
+            for c in self._observed():
+                c.on_add = observer.element
         for sp in self.ports:
+            if observer is not None:
+                observer.port(sp)
             self._service_port(sp)
+        if observer is not None:
+            observer.port(None)
         self._assemble()
         return self.warnings
+
+    def _observed(self) -> list[Collection]:
+        """Every collection but the pool maps (see LayoutObserver.element)."""
+        return [
+            self.service_ips,
+            self.service_nodeports,
+            *(s.selector for s in self.spaces.values()),
+            self.hairpin,
+            self.nodeport_ips,
+            self.affinity_map,
+            self.affinity_services,
+            self.affinity_nodeports,
+            *self._verdict_collections(),
+        ]
 
     def _comment(self, sp: ServicePort) -> str:
         return str(sp.key) if self.element_comments else ""

@@ -6,6 +6,7 @@ key, so the printed order depends on the elements themselves and never on the in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,10 +55,14 @@ class Collection:
     sort: bool = False
     _keys: set[str] = field(default_factory=set)
     _elements: list[tuple[Any, str]] = field(default_factory=list)
+    # Told of every add(), taken or not: (collection, key, element text). See GroupedLayout.
+    on_add: Callable[[str, str, str], None] | None = field(default=None, compare=False, repr=False)
 
     def add(self, key: str, value: str | None = None, comment: str = "", sort_key: Any = None) -> bool:
         """Add `key [comment] [: value]`; return False (and add nothing) when the key exists."""
         if key in self._keys:
+            if self.on_add is not None:
+                self.on_add(self.name, key, _element_text(key, value, comment))
             return False
         self._keys.add(key)
         text = key
@@ -65,6 +70,8 @@ class Collection:
             text += f" comment {quote_comment(comment)}"
         if value is not None:
             text += f" : {value}"
+        if self.on_add is not None:
+            self.on_add(self.name, key, text)
         self._elements.append((sort_key, text))
         return True
 
@@ -89,6 +96,15 @@ class Collection:
         """One element per line, each ending with a comma (nft accepts the trailing one), so adding
         or removing an element never touches its neighbours' lines."""
         return "".join(f"\t\t\t{text},\n" for text in self.elements)
+
+
+def _element_text(key: str, value: str | None, comment: str) -> str:
+    text = key
+    if comment:
+        text += f" comment {quote_comment(comment)}"
+    if value is not None:
+        text += f" : {value}"
+    return text
 
 
 @dataclass

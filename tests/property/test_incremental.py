@@ -1,0 +1,293 @@
+"""The incremental compile and the per-Service planning of `apply` give what a full compile does.
+
+Random clusters, then random edits (a Service added, removed or changed; endpoints moved, added,
+emptied; an EndpointSlice added or removed; affinity toggled; objects reordered):
+
+* compiling the edited input with what the first compile remembered gives the plan, the
+  warnings and, for every backend, the rendered output of a full compile;
+* an apply planned from the changed Services alone ends in exactly the state (what is loaded)
+  that diffing the whole plan ends in.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+
+from svc2rules.api import build_plan, render
+from svc2rules.apply.runner import Result, Runner
+from svc2rules.backends import RenderOptions, available_backends
+from svc2rules.backends.iptables.apply import IptablesApplier
+from svc2rules.backends.nftables.apply import NftablesApplier
+from svc2rules.config import ProxyConfig
+from svc2rules.errors import Diagnostic
+from svc2rules.load import RawObject, Source
+from svc2rules.resolve.incremental import Fingerprint, IncrementalCompile, compile_incremental
+from tests.golden.cases import GOLDEN_BACKENDS
+from tests.property.strategies import clusters
+
+CONFIG = ProxyConfig(node_name="node1", node_ips=("192.168.0.2",), cluster_cidrs=("10.0.0.0/8",))
+BACKENDS = [b for b in available_backends() if b in GOLDEN_BACKENDS]
+
+
+@dataclass
+class DictMemo:
+    """What a run remembers, kept in memory (the apply keeps it in <state-dir>/<backend>.cache)."""
+
+    objects: dict[Fingerprint, dict[str, Any]] = field(default_factory=dict)
+    groups: dict[Fingerprint, tuple[tuple[Diagnostic, ...], list[RawObject]]] = field(default_factory=dict)
+
+    def is_valid(self, fingerprint: Fingerprint) -> bool:
+        return fingerprint in self.objects
+
+    def warnings(self, fingerprint: Fingerprint) -> tuple[Diagnostic, ...] | None:
+        entry = self.groups.get(fingerprint)
+        return None if entry is None else entry[0]
+
+    def members(self, fingerprint: Fingerprint) -> list[RawObject] | None:
+        entry = self.groups.get(fingerprint)
+        return None if entry is None else entry[1]
+
+    @classmethod
+    def of(cls, compiled: IncrementalCompile, earlier: DictMemo | None = None) -> DictMemo:
+        memo = cls()
+        for i in compiled.valid:
+            memo.objects[compiled.fingerprints[i]] = compiled.raw[i].data
+        for entry in compiled.services:
+            known = earlier.groups.get(entry.fingerprint) if earlier is not None else None
+            warnings = known[0] if known is not None else compiled.resolution(entry).warnings
+            memo.groups[entry.fingerprint] = (warnings, [compiled.raw[i] for i in entry.members])
+        return memo
+
+
+def source(objects: list[dict[str, Any]]) -> list[Source]:
+    return [
+        Source("cluster.json", json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}).encode())
+    ]
+
+
+def edit(objects: list[dict[str, Any]], data: st.DataObject) -> list[dict[str, Any]]:
+    """One to three random edits of the kinds a cluster sees."""
+    out = copy.deepcopy(objects)
+    for _ in range(data.draw(st.integers(1, 3))):
+        services = [o for o in out if o["kind"] == "Service"]
+        slices = [o for o in out if o["kind"] == "EndpointSlice"]
+        kind = data.draw(
+            st.sampled_from(
+                [
+                    "move-endpoint",
+                    "add-endpoint",
+                    "empty-slice",
+                    "drop-slice",
+                    "add-slice",
+                    "affinity",
+                    "drop-service",
+                    "add-service",
+                    "node",
+                    "reorder",
+                ]
+            )
+        )
+        if kind in ("move-endpoint", "add-endpoint", "empty-slice", "drop-slice", "node") and not slices:
+            kind = "add-slice"
+        if kind in ("affinity", "add-slice", "drop-service") and not services:
+            kind = "add-service"
+        if kind == "move-endpoint":
+            sl = data.draw(st.sampled_from(slices))
+            if sl["endpoints"]:
+                sl["endpoints"][0]["addresses"] = [f"10.250.{data.draw(st.integers(0, 3))}.9"]
+        elif kind == "add-endpoint":
+            sl = data.draw(st.sampled_from(slices))
+            sl["endpoints"].append(
+                {"addresses": [f"10.251.{len(sl['endpoints'])}.{len(out)}"], "nodeName": "node1"}
+            )
+        elif kind == "empty-slice":
+            data.draw(st.sampled_from(slices))["endpoints"] = []
+        elif kind == "drop-slice":
+            out.remove(data.draw(st.sampled_from(slices)))
+        elif kind == "node":
+            sl = data.draw(st.sampled_from(slices))
+            for ep in sl["endpoints"]:
+                ep["nodeName"] = data.draw(st.sampled_from(["node1", "node2"]))
+        elif kind == "add-slice":
+            svc = data.draw(st.sampled_from(services))
+            name = svc["metadata"]["name"]
+            out.append(
+                {
+                    "apiVersion": "discovery.k8s.io/v1",
+                    "kind": "EndpointSlice",
+                    "metadata": {
+                        "name": f"{name}-extra{len(out)}",
+                        "namespace": svc["metadata"]["namespace"],
+                        "labels": {"kubernetes.io/service-name": name},
+                    },
+                    "addressType": "IPv4",
+                    # Often an endpoint another Service has too (shared hairpin elements).
+                    "endpoints": [{"addresses": [data.draw(st.sampled_from(["10.180.0.1", "10.252.0.1"]))]}],
+                    "ports": [
+                        {"name": p["name"], "port": p["targetPort"], "protocol": p["protocol"]}
+                        for p in svc["spec"]["ports"]
+                    ],
+                }
+            )
+        elif kind == "affinity":
+            spec = data.draw(st.sampled_from(services))["spec"]
+            if spec.get("sessionAffinity") == "ClientIP":
+                spec.pop("sessionAffinity")
+                spec.pop("sessionAffinityConfig", None)
+            else:
+                spec["sessionAffinity"] = "ClientIP"
+        elif kind == "drop-service":
+            out.remove(data.draw(st.sampled_from(services)))
+        elif kind == "add-service":
+            index = 40 + len(out)
+            new = data.draw(clusters(max_services=1))
+            for obj in new:
+                obj["metadata"]["name"] = obj["metadata"]["name"].replace("svc0", f"svc{index}", 1)
+                labels = obj["metadata"].get("labels")
+                if labels:
+                    labels["kubernetes.io/service-name"] = f"svc{index}"
+            new[0]["spec"]["clusterIP"] = f"172.30.{index}.1"
+            for port in new[0]["spec"]["ports"]:
+                if "nodePort" in port:
+                    port["nodePort"] += 400
+            out.extend(new)
+        else:
+            out = data.draw(st.permutations(out))
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(clusters(max_services=4), st.data())
+def test_incremental_compile_equals_a_full_compile(
+    objects: list[dict[str, Any]], data: st.DataObject
+) -> None:
+    first = compile_incremental(source(objects), CONFIG, None)
+    memo = DictMemo.of(first)
+    changed = edit(objects, data)
+
+    incremental = compile_incremental(source(changed), CONFIG, memo)
+    full = build_plan(source(changed), CONFIG)
+    plan = incremental.plan()
+    assert plan == full.plan
+    assert incremental.warnings == full.warnings
+    # Only the Services whose objects changed were resolved again.
+    for entry in incremental.services:
+        if memo.warnings(entry.fingerprint) is not None:
+            assert entry.resolution is None or entry.resolution == incremental.resolution(entry)
+    for backend in BACKENDS:
+        options = RenderOptions(comments="always")
+        assert render(plan, backend, options).text == render(full.plan, backend, options).text
+    # The previous version of every Service is still known, exactly.
+    before = {entry.name: entry for entry in first.services}
+    for entry in before.values():
+        assert incremental.remembered(entry.fingerprint) == first.resolution(entry)
+
+
+class StateKernel(Runner):
+    """A kernel that holds exactly what a state says (the marker and our jumps in place):
+    enough for the appliers' planning, which lists our jumps and edited chains."""
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        super().__init__()
+        self.state = state
+
+    def run(self, argv: Any, *, stdin: str | None = None, loader: bool = False) -> Result:
+        argv = tuple(argv)
+        if argv[:1] == ("iptables",) and "-S" in argv:
+            table, chain = argv[argv.index("-t") + 1], argv[-1]
+            rules = [f"-A {c} {s}" for c, s in self.state.get("jumps", {}).get(table, []) if c == chain]
+            text = self.state.get("tables", {}).get(table, {}).get(chain)
+            if text is not None:
+                rules += [f"-A {chain} {s}" for s in text.split("\n") if s]
+            return Result(argv, 0, "\n".join(rules) + "\n", "")
+        raise AssertionError(f"unexpected command {argv}")
+
+
+APPLIERS: dict[str, type[IptablesApplier] | type[NftablesApplier]] = {
+    "iptables": IptablesApplier,
+    "nftables": NftablesApplier,
+}
+PER_SERVICE_KEYS = {
+    "iptables": ("tables", "udp", "groups", "segments", "totals", "ctx", "jumps"),
+    "nftables": ("elements", "udp", "groups", "shared", "facts", "totals", "ctx", "header", "blocks"),
+}
+
+
+@pytest.mark.parametrize("backend", ["iptables", "nftables"])
+@settings(max_examples=50, deadline=None)
+@given(objects=clusters(max_services=4), data=st.data())
+def test_planning_from_the_changed_services_ends_where_the_whole_plan_does(
+    backend: str, objects: list[dict[str, Any]], data: st.DataObject
+) -> None:
+    options = RenderOptions(comments=data.draw(st.sampled_from(["auto", "always", "never"])))
+    first = compile_incremental(source(objects), CONFIG, None)
+    start = APPLIERS[backend]().plan_compiled(Runner(), None, False, first, options, "1-a").new_state
+    assert start is not None
+    memo = DictMemo.of(first)
+    changed = edit(objects, data)
+
+    incremental = compile_incremental(source(changed), CONFIG, memo)
+    applier = APPLIERS[backend]()
+    by_service = applier._plan_services(StateKernel(start), start, incremental, options, "2-b")
+    whole = compile_incremental(source(changed), CONFIG, None)  # no memo: the whole plan
+    reference = APPLIERS[backend]().plan_compiled(StateKernel(start), start, True, whole, options, "2-b")
+    expected = reference.new_state if reference.new_state is not None else reference.state_update
+    assert expected is not None
+    event(f"planned per Service: {by_service is not None}")
+    if by_service is None:
+        return  # needs the whole plan (a new chain or map, a conflict, ...): planned as reference
+    got = by_service.new_state if by_service.new_state is not None else by_service.state_update
+    assert got is not None
+    for key in PER_SERVICE_KEYS[backend]:
+        if key in expected:
+            assert got.get(key) == expected[key], key
+    assert by_service.kind == reference.kind or {by_service.kind, reference.kind} <= {"none", "incremental"}
+    assert by_service.sysctls == reference.sysctls
+
+
+@pytest.mark.parametrize("backend", ["iptables", "nftables"])
+def test_an_endpoint_move_is_planned_from_its_service_alone(backend: str) -> None:
+    """The common case does take the per-Service path (and never renders the other Services)."""
+    objects = [o for i in range(30) for o in _service(i)]
+    first = compile_incremental(source(objects), CONFIG, None)
+    options = RenderOptions()
+    start = APPLIERS[backend]().plan_compiled(Runner(), None, False, first, options, "1-a").new_state
+    assert start is not None
+    changed = copy.deepcopy(objects)
+    changed[1]["endpoints"][0]["addresses"] = ["10.99.0.1"]  # svc0's slice
+    incremental = compile_incremental(source(changed), CONFIG, DictMemo.of(first))
+    assert [e.name for e in incremental.services if e.resolution is not None] == ["ns/svc0"]
+    change = APPLIERS[backend]()._plan_services(StateKernel(start), start, incremental, options, "2-b")
+    assert change is not None and change.kind == "incremental"
+    assert "10.99.0.1" in change.payload
+    assert [e.name for e in incremental.services if e.resolution is not None] == ["ns/svc0"]
+
+
+def _service(i: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": f"svc{i}", "namespace": "ns"},
+            "spec": {"clusterIP": f"172.30.0.{i + 1}", "ports": [{"name": "http", "port": 80}]},
+        },
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": f"svc{i}-a",
+                "namespace": "ns",
+                "labels": {"kubernetes.io/service-name": f"svc{i}"},
+            },
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [f"10.180.{i}.{j + 1}"], "nodeName": "node1"} for j in range(3)],
+            "ports": [{"name": "http", "port": 8080}],
+        },
+    ]
