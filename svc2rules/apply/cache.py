@@ -91,7 +91,9 @@ class CompileCache:
 
     def warnings(self, fingerprint: Fingerprint) -> tuple[Diagnostic, ...] | None:
         entry = self.groups.get(fingerprint)
-        return None if entry is None else tuple(Diagnostic(*w) for w in entry[0])
+        if entry is None:
+            return None
+        return tuple(Diagnostic(*w) for w in entry[0]) if entry[0] else ()
 
     def members(self, fingerprint: Fingerprint) -> list[RawObject] | None:
         entry = self.groups.get(fingerprint)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,18 +41,16 @@ class ValidatedObjects:
     objects: list[tuple[str, KubeObject]] = field(default_factory=list)  # (source, object)
     errors: list[Diagnostic] = field(default_factory=list)
     warnings: list[Diagnostic] = field(default_factory=list)
-    # Every valid object as (input index, model); the model is None for an object taken as
-    # valid without parsing it (`trusted`).
-    accepted: list[tuple[int, KubeObject | None]] = field(default_factory=list)
+    # Every valid object as (input index, model, (kind, namespace, name)); the model is None
+    # for an object taken as valid without parsing it (`trusted`).
+    accepted: list[tuple[int, KubeObject | None, tuple[str, str, str]]] = field(default_factory=list)
 
 
-def validate_objects(
-    raw_objects: Iterable[RawObject], trusted: Callable[[int], bool] | None = None
-) -> ValidatedObjects:
+def validate_objects(raw_objects: Iterable[RawObject], trusted: Container[int] = ()) -> ValidatedObjects:
     """Validate every object, reporting every problem of the run.
 
-    `trusted(index)` says an object is known to be valid (validation is deterministic: the
-    same data validated before): it is not parsed again, only checked for duplicates.
+    Objects whose index is in `trusted` are known to be valid (validation is deterministic:
+    the same data validated before): they are not parsed again, only checked for duplicates.
     """
     result = ValidatedObjects()
     seen: dict[tuple[str, str, str], str] = {}
@@ -79,8 +77,9 @@ def validate_objects(
                 )
             continue
         obj: KubeObject | None = None
-        if trusted is not None and trusted(index):
-            key = (model.KIND, *trusted_identity(data))
+        if index in trusted:
+            meta = data["metadata"]
+            key = (model.KIND, meta.get("namespace") or DEFAULT_NAMESPACE, meta["name"])
         else:
             obj = _validated(raw, model, result.errors)
             if obj is None:
@@ -98,17 +97,10 @@ def validate_objects(
             )
             continue
         seen[key] = raw.source
-        result.accepted.append((index, obj))
+        result.accepted.append((index, obj, key))
         if obj is not None:
             result.objects.append((raw.source, obj))
     return result
-
-
-def trusted_identity(data: dict[str, Any]) -> tuple[str, str]:
-    """(namespace, name) of an object known to be valid, read from its data as the model
-    reads them (a missing or empty namespace is "default")."""
-    meta = data["metadata"]
-    return meta.get("namespace") or DEFAULT_NAMESPACE, meta["name"]
 
 
 def _validated(raw: RawObject, model: type[KubeObject], errors: list[Diagnostic]) -> KubeObject | None:

@@ -34,7 +34,7 @@ from svc2rules.load import RawObject, Source, parse_source
 from svc2rules.model.endpoints import Endpoints
 from svc2rules.model.endpointslice import SERVICE_NAME_LABEL, EndpointSlice
 from svc2rules.model.meta import KubeObject
-from svc2rules.model.registry import SUPPORTED, ValidatedObjects, trusted_identity, validate_objects
+from svc2rules.model.registry import SUPPORTED, ValidatedObjects, validate_objects
 from svc2rules.model.service import Service
 from svc2rules.resolve.endpoints import ServiceRef
 from svc2rules.resolve.plan import (
@@ -43,7 +43,6 @@ from svc2rules.resolve.plan import (
     ServiceResolution,
     merge,
     resolve_service,
-    service_ref_of,
 )
 
 Fingerprint = bytes
@@ -214,7 +213,7 @@ def compile_incremental(
     raw, errors = parse_sources(sources)
     encoded = [encode_object(obj.data) for obj in raw]
     fingerprints = [fingerprint_bytes(e) for e in encoded]
-    trusted = (lambda i: memo.is_valid(fingerprints[i])) if memo is not None else None
+    trusted = {i for i, fp in enumerate(fingerprints) if memo.is_valid(fp)} if memo is not None else set()
     validated = validate_objects(raw, trusted)
     errors.extend(validated.errors)
     if errors:
@@ -226,18 +225,24 @@ def compile_incremental(
         raw,
         encoded,
         fingerprints,
-        [i for i, _ in validated.accepted],
-        {i: obj for i, obj in validated.accepted if obj is not None},
+        [i for i, _, _ in validated.accepted],
+        {i: obj for i, obj, _ in validated.accepted if obj is not None},
         memo,
     )
     config_fingerprint = fingerprint_config(config)
+    sources_bytes: dict[str, bytes] = {}
     resolution_warnings: list[Diagnostic] = []
     for ref, members in sorted(_members_by_service(raw, validated).items()):
-        digest = hashlib.blake2b(config_fingerprint, digest_size=DIGEST_SIZE)
         # Members in a canonical order: the input order of a Service's objects changes nothing.
-        for source, fingerprint in sorted((raw[i].source, fingerprints[i]) for i in members):
-            digest.update(source.encode() + b"\0" + fingerprint)
-        entry = ServiceEntry(ref, digest.digest(), tuple(members))
+        parts = []
+        for i in members:
+            source = raw[i].source
+            encoded_source = sources_bytes.get(source)
+            if encoded_source is None:
+                encoded_source = sources_bytes[source] = source.encode() + b"\0"
+            parts.append(encoded_source + fingerprints[i])
+        parts.sort()
+        entry = ServiceEntry(ref, fingerprint_bytes(config_fingerprint + b"".join(parts)), tuple(members))
         known = memo.warnings(entry.fingerprint) if memo is not None else None
         if known is None:
             entry.resolution = resolve_service(compiled._objects(entry), config)
@@ -253,24 +258,17 @@ def _members_by_service(raw: Sequence[RawObject], validated: ValidatedObjects) -
     input have no entry (their slices and Endpoints change nothing)."""
     services: dict[ServiceRef, int] = {}
     others: dict[ServiceRef, list[int]] = {}
-    for index, obj in validated.accepted:
-        ref = _ref(raw[index].data, obj)
-        if ref is None:
+    slice_kind, service_kind = EndpointSlice.KIND, Service.KIND
+    for index, _, (kind, namespace, name) in validated.accepted:
+        # The Service an object belongs to, as resolve.plan.service_ref_of reads it from the
+        # model (an EndpointSlice by its service-name label).
+        if kind == service_kind:
+            services[(namespace, name)] = index
             continue
-        if raw[index].data["kind"] == Service.KIND:
-            services[ref] = index
-        else:
-            others.setdefault(ref, []).append(index)
+        if kind == slice_kind:
+            label = (raw[index].data["metadata"].get("labels") or {}).get(SERVICE_NAME_LABEL)
+            if not label:
+                continue
+            name = label
+        others.setdefault((namespace, name), []).append(index)
     return {ref: [index, *others.get(ref, ())] for ref, index in services.items()}
-
-
-def _ref(data: dict[str, Any], obj: KubeObject | None) -> ServiceRef | None:
-    """The Service a valid object belongs to, from its model or (not parsed) its data, read
-    as the model reads it: resolve.plan.service_ref_of."""
-    if obj is not None:
-        return service_ref_of(obj)
-    namespace, name = trusted_identity(data)
-    if data["kind"] == EndpointSlice.KIND:
-        label = (data["metadata"].get("labels") or {}).get(SERVICE_NAME_LABEL)
-        return (namespace, label) if label else None
-    return (namespace, name)
