@@ -5,11 +5,15 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import jinja2
+if TYPE_CHECKING:
+    import jinja2
 
 
 def _template_root() -> jinja2.BaseLoader:
+    import jinja2
+
     # Installed wheels carry templates inside the package; a source checkout keeps them
     # at the top level of the repository.
     packaged = resources.files("svc2rules") / "templates"
@@ -28,6 +32,10 @@ def _read(root: resources.abc.Traversable, name: str) -> str | None:
 
 @cache
 def environment() -> jinja2.Environment:
+    # Imported on first use: `apply` builds rules from objects and often renders no template,
+    # and jinja2 costs ~40 ms to import.
+    import jinja2
+
     return jinja2.Environment(
         loader=_template_root(),
         undefined=jinja2.StrictUndefined,

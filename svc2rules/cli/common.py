@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 
 from svc2rules import __version__
 from svc2rules.backends import available_backends
@@ -124,6 +123,8 @@ def warn(diagnostics: list[Diagnostic]) -> None:
 def read_config_file(path: Path | None) -> dict[str, Any] | None:
     if path is None:
         return None
+    import yaml  # only a config file needs it (~25 ms to import)
+
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
     except OSError as exc:

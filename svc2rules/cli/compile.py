@@ -9,7 +9,6 @@ import typer
 
 from svc2rules.api import plan_from_paths, render
 from svc2rules.backends import RenderOptions
-from svc2rules.backends.ipvs.build import check_scheduler
 from svc2rules.cli.common import (
     BackendOpt,
     ClusterCIDROpt,
@@ -108,6 +107,9 @@ def compile_command(
         if nft_layout is not None:
             extra["nft_layout"] = nft_layout
         if ipvs_scheduler is not None:
+            # Imported here: the ipvs backend costs ~0.1 s to import, most runs do not need it.
+            from svc2rules.backends.ipvs.build import check_scheduler
+
             extra["ipvs_scheduler"] = check_scheduler(ipvs_scheduler, "--ipvs-scheduler")
         options = RenderOptions(
             comments=comments, chain_prefix=chain_prefix, table=table, jumps=jumps, extra=extra

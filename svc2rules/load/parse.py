@@ -10,16 +10,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from svc2rules.errors import Diagnostic, quote_value
 
-try:
-    _YamlLoader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment]
-except AttributeError:  # pragma: no cover - PyYAML built without libyaml
-    _YamlLoader = yaml.SafeLoader
+if TYPE_CHECKING:
+    import yaml
 
 # Nesting depth is bounded by the parsers themselves (libyaml and json both stop near
 # 1000 levels) and validation only descends into declared fields, so only alias
@@ -80,6 +76,17 @@ def _looks_like_json(name: str, text: str) -> bool:
     return name.lower().endswith(".json") or text.lstrip()[:1] in ("{", "[")
 
 
+def _yaml_loader() -> type[yaml.SafeLoader]:
+    # Imported on first use: JSON input (kubectl -o json) never needs PyYAML.
+    import yaml
+
+    try:
+        loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[assignment]
+    except AttributeError:  # pragma: no cover - PyYAML built without libyaml
+        loader = yaml.SafeLoader
+    return loader
+
+
 def _documents(name: str, text: str) -> Iterator[Any]:
     if _looks_like_json(name, text):
         try:
@@ -94,15 +101,19 @@ def _documents(name: str, text: str) -> Iterator[Any]:
                 ) from None
             json_error = exc
         # Not valid JSON but not named .json either: it may still be YAML flow style.
+        import yaml
+
         try:
-            yield from yaml.load_all(text, Loader=_YamlLoader)
+            yield from yaml.load_all(text, Loader=_yaml_loader())
             return
         except (yaml.YAMLError, RecursionError):
             raise _ParseFailure(
                 f"invalid JSON at line {json_error.lineno} column {json_error.colno}: {json_error.msg}"
             ) from None
+    import yaml
+
     try:
-        yield from yaml.load_all(text, Loader=_YamlLoader)
+        yield from yaml.load_all(text, Loader=_yaml_loader())
     except RecursionError:
         raise _ParseFailure("invalid YAML: nesting too deep") from None
     except yaml.MarkedYAMLError as exc:
