@@ -25,6 +25,9 @@ class Change:
     # For a "none" change: state entries to record anyway (e.g. the fingerprints of Services
     # whose objects changed without changing their rules), so the next run starts from them.
     state_update: dict[str, Any] | None = None
+    # The only keys of the new state's large tables that may differ from the old state's
+    # (StateStore.write_pending): bulk entry -> inner table -> keys.
+    touched: dict[str, dict[Any, Any]] | None = None
 
 
 class Applier(Protocol):

@@ -6,14 +6,21 @@ by fingerprint, with its warnings and its objects. An apply then validates and r
 the Services whose objects changed, and can resolve the previous version of a changed Service
 again to know what it had loaded.
 
-Only ever an optimisation: a cache that is missing, unreadable, corrupted (size and CRC-32),
+Two files: the index `<backend>.cache`, rewritten by every apply that compiled (a few MiB at
+10k Services), and the objects `<backend>.cache-objects`, an append-only log of the encoded
+objects (about the input's size) that an apply only appends the new objects to and reads the
+few it needs from; it is rewritten when most of it is no longer referenced.
+
+Only ever an optimisation: a cache that is missing, unreadable, corrupted (sizes and CRC-32s),
 written by another svc2rules (the identity covers the version and a digest of the package's
 code and templates) or not owned by us (it says which objects need no validation) is ignored,
 and the run compiles everything. It is safe to delete at any time.
 
-Layout: a magic line, one JSON header line (identity, payload size and CRC-32), then the
-payload in marshal format (bytes, str, tuples and dicts only): `{"objects": {fingerprint:
-encoded object}, "groups": {group fingerprint: (warnings, ((source, fingerprint), ...))}}`.
+Index layout: a magic line, one JSON header line (identity, payload size and CRC-32, objects
+log length), then the payload in marshal format (bytes, str, ints, tuples and dicts only):
+`{"objects": {fingerprint: (offset, length, CRC-32, identity)}, "groups": {group fingerprint:
+(warnings, ((source, fingerprint), ...))}, "sources": {name: (list index fields, kind,
+apiVersion)}}`.
 """
 
 from __future__ import annotations
@@ -35,13 +42,23 @@ import svc2rules
 from svc2rules import __version__
 from svc2rules.errors import Diagnostic
 from svc2rules.load import RawObject
-from svc2rules.resolve.incremental import Fingerprint, IncrementalCompile
+from svc2rules.load.listing import ListIndex
+from svc2rules.resolve.incremental import (
+    Fingerprint,
+    Identity,
+    IncrementalCompile,
+    SourceIndex,
+    decode_object,
+)
 
 MAGIC = b"svc2rules-compile-cache\n"
-FORMAT = 1
+FORMAT = 2
+# Rewrite the objects log when it holds this much more than the live objects.
+_LOG_SLACK = 2.0
 
 WarningTuple = tuple[str, str, str | None, str | None, str | None]
 Members = tuple[tuple[str, Fingerprint], ...]  # (source, object fingerprint), the Service first
+Located = tuple[int, int, int, Identity]  # offset and length in the objects log, CRC-32, identity
 
 
 @cache
@@ -65,29 +82,49 @@ def cache_path(state_dir: Path, backend: str) -> Path:
     return state_dir / f"{backend}.cache"
 
 
+def _log_path(path: Path) -> Path:
+    return path.with_name(path.name + "-objects")
+
+
 @dataclass
 class CompileCache:
     """The memo of one backend's applies (see svc2rules.resolve.incremental.Memo)."""
 
     path: Path
-    objects: dict[Fingerprint, bytes] = field(default_factory=dict)
+    objects: dict[Fingerprint, Located] = field(default_factory=dict)
     groups: dict[Fingerprint, tuple[tuple[WarningTuple, ...], Members]] = field(default_factory=dict)
+    sources: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    log_length: int = 0  # of the objects log this index describes
     note: str | None = None  # why an existing cache was not used
 
     @classmethod
     def load(cls, path: Path) -> CompileCache:
         try:
-            payload = _read(path)
+            header, payload = _read(path)
         except FileNotFoundError:
             return cls(path)
         except (OSError, ValueError, EOFError, TypeError, KeyError) as exc:
             return cls(path, note=f"compile cache {path} ignored ({exc}); compiling everything")
-        return cls(path, payload["objects"], payload["groups"])
+        return cls(path, payload["objects"], payload["groups"], payload["sources"], header["log"])
 
     # -- the Memo protocol -------------------------------------------------------------------
 
-    def is_valid(self, fingerprint: Fingerprint) -> bool:
-        return fingerprint in self.objects
+    def identity(self, fingerprint: Fingerprint) -> Identity | None:
+        entry = self.objects.get(fingerprint)
+        return None if entry is None else entry[3]
+
+    def encoded(self, fingerprint: Fingerprint) -> bytes | None:
+        entry = self.objects.get(fingerprint)
+        if entry is None:
+            return None
+        offset, length, crc, _ = entry
+        try:
+            with open(_log_path(self.path), "rb") as fh:
+                fh.seek(offset)
+                data = fh.read(length)
+        except OSError:
+            return None
+        return data if len(data) == length and zlib.crc32(data) == crc else None
 
     def warnings(self, fingerprint: Fingerprint) -> tuple[Diagnostic, ...] | None:
         entry = self.groups.get(fingerprint)
@@ -101,17 +138,22 @@ class CompileCache:
             return None
         out = []
         for source, member in entry[1]:
-            encoded = self.objects.get(member)
-            if encoded is None:
-                return None
-            try:
-                data = marshal.loads(encoded)
-            except (ValueError, EOFError, TypeError):
-                return None
-            if not isinstance(data, dict):
+            encoded = self.encoded(member)
+            data = decode_object(encoded) if encoded is not None else None
+            if data is None:
                 return None
             out.append(RawObject(source, data))
         return out
+
+    def source_index(self, name: str) -> SourceIndex | None:
+        entry = self.sources.get(name)
+        if entry is None:
+            return None
+        try:
+            *fields_, kind, api_version = entry
+            return ListIndex(*fields_), (kind, api_version)
+        except TypeError:
+            return None
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -119,21 +161,85 @@ class CompileCache:
         """Remember this run's input (and nothing older: what is not in the input is dropped).
         Best effort: a cache that cannot be written is only a slower next run."""
         fingerprints = compiled.fingerprints
-        objects = {fingerprints[i]: compiled.encoded[i] for i in compiled.valid}
+        objects: dict[Fingerprint, Located] = {}
+        new: list[tuple[Fingerprint, bytes, Identity]] = []
+        for i in compiled.valid:
+            fingerprint = fingerprints[i]
+            known = self.objects.get(fingerprint)
+            if known is not None:
+                objects[fingerprint] = known
+            elif fingerprint not in objects:
+                new.append((fingerprint, compiled.encoded(i), compiled.identities[i]))
         groups: dict[Fingerprint, tuple[tuple[WarningTuple, ...], Members]] = {}
         for entry in compiled.services:
-            known = self.groups.get(entry.fingerprint)
-            if known is not None:
-                groups[entry.fingerprint] = known
+            known_group = self.groups.get(entry.fingerprint)
+            if known_group is not None:
+                groups[entry.fingerprint] = known_group
                 continue
             warnings = entry.resolution.warnings if entry.resolution is not None else ()
             members = tuple((compiled.raw[i].source, fingerprints[i]) for i in entry.members)
             groups[entry.fingerprint] = (tuple(_warning_tuple(w) for w in warnings), members)
-        if groups.keys() == self.groups.keys() and objects.keys() == self.objects.keys():
+        sources = {
+            name: (*_index_fields(index), *context) for name, (index, context) in compiled.indexes.items()
+        }
+        if (
+            not new
+            and groups.keys() == self.groups.keys()
+            and objects.keys() == self.objects.keys()
+            and sources == self.sources
+        ):
             return
-        self.objects, self.groups = objects, groups
-        with contextlib.suppress(OSError):
-            _write(self.path, {"objects": objects, "groups": groups})
+        try:
+            log_length = self._append(objects, new)
+            _write(self.path, {"objects": objects, "groups": groups, "sources": sources}, log_length)
+        except (OSError, ValueError):
+            return
+        self.objects, self.groups, self.sources, self.log_length = objects, groups, sources, log_length
+
+    def _append(
+        self, objects: dict[Fingerprint, Located], new: list[tuple[Fingerprint, bytes, Identity]]
+    ) -> int:
+        """Add the new objects to the log (rewriting it with the live ones when it is mostly
+        dead); fills `objects` in and returns the log's length."""
+        log = _log_path(self.path)
+        live = sum(entry[1] for entry in objects.values()) + sum(len(e) for _, e, _ in new)
+        carried: list[tuple[Fingerprint, bytes, Identity]] = []
+        start = self.log_length
+        if start > _LOG_SLACK * live + (1 << 20) or not log.exists():
+            old = log.read_bytes() if objects else b""
+            for fingerprint, (offset, length, crc, identity) in objects.items():
+                encoded = old[offset : offset + length]
+                if len(encoded) != length or zlib.crc32(encoded) != crc:
+                    raise ValueError("objects log unreadable")
+                carried.append((fingerprint, encoded, identity))
+            start = 0
+        records = carried + new
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            # Past what the index describes lie only leftovers of runs that died before writing it.
+            fh.truncate(start)
+            fh.seek(start)
+            offset = start
+            chunks = []
+            for fingerprint, encoded, identity in records:
+                objects[fingerprint] = (offset, len(encoded), zlib.crc32(encoded), identity)
+                chunks.append(encoded)
+                offset += len(encoded)
+            fh.write(b"".join(chunks))
+        return offset
+
+
+def _index_fields(index: ListIndex) -> tuple[Any, ...]:
+    return (
+        index.length,
+        index.items_open,
+        index.items_close,
+        index.head,
+        index.tail,
+        index.starts,
+        index.ends,
+        index.digests,
+    )
 
 
 def _warning_tuple(diagnostic: Diagnostic) -> WarningTuple:
@@ -144,7 +250,7 @@ def _identity() -> dict[str, Any]:
     return {"format": FORMAT, "code": code_identity()}
 
 
-def _read(path: Path) -> dict[str, Any]:
+def _read(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     with open(path, "rb") as fh:
         info = os.fstat(fh.fileno())
         # It says which objects need no validation: only believe a file only we can write.
@@ -160,22 +266,33 @@ def _read(path: Path) -> dict[str, Any]:
     payload = data[header_end + 1 :]
     if len(payload) != header.get("size") or zlib.crc32(payload) != header.get("crc32"):
         raise ValueError("corrupted")
+    if not isinstance(header.get("log"), int):
+        raise ValueError("corrupted")
+    log = _log_path(path)
+    log_info = os.stat(log)
+    if log_info.st_uid != os.geteuid() or log_info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ValueError("objects log not owned by this user, or writable by others")
+    if log_info.st_size < header["log"]:
+        raise ValueError("objects log shorter than its index says")
     content = marshal.loads(payload)
-    if (
-        not isinstance(content, dict)
-        or not isinstance(content.get("groups"), dict)
-        or not isinstance(content.get("objects"), dict)
+    if not isinstance(content, dict) or not all(
+        isinstance(content.get(key), dict) for key in ("objects", "groups", "sources")
     ):
         raise ValueError("corrupted")
-    return content
+    return header, content
 
 
-def _write(path: Path, content: dict[str, Any]) -> None:
+def _write(path: Path, content: dict[str, Any], log_length: int) -> None:
     payload = marshal.dumps(content)
-    header = {"identity": _identity(), "size": len(payload), "crc32": zlib.crc32(payload)}
+    header = {
+        "identity": _identity(),
+        "size": len(payload),
+        "crc32": zlib.crc32(payload),
+        "log": log_length,
+    }
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     try:
-        # No fsync: a torn or lost cache is detected (size, checksum) and only costs time.
+        # No fsync: a torn or lost cache is detected (sizes, checksums) and only costs time.
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(MAGIC + json.dumps(header).encode() + b"\n" + payload)
@@ -187,5 +304,6 @@ def _write(path: Path, content: dict[str, Any]) -> None:
 
 
 def remove(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+    for file in (path, _log_path(path)):
+        with contextlib.suppress(FileNotFoundError):
+            file.unlink()

@@ -243,7 +243,7 @@ def apply_plan(
         applier.validate(runner, change)
         timer.lap("validate")
         assert change.new_state is not None
-        store.write_pending(change.new_state)
+        store.write_pending(change.new_state, change.touched)
         timer.lap("state")
         try:
             applier.load(runner, change)

@@ -9,10 +9,15 @@ otherwise. Writes are atomic (temporary file, fsync, rename).
 
 Large parts (a backend names them: every chain's rules, every set element; tens of MiB at
 10k Services) go to a sidecar `<backend>.<token>.bulk` in marshal format, which reads and
-writes several times faster than JSON; the JSON file names it and carries its size and
-CRC-32. It is written (and fsynced) before the JSON that names it, so a state never names a
-missing or partial bulk file, and bulk files no state names are removed. The JSON alone
-answers the cheap questions (generation, input digest); `complete()` adds the bulk part.
+writes several times faster than JSON. The JSON alone answers the cheap questions
+(generation, input digest); `complete()` adds the bulk part.
+
+A bulk file is a log of records: the whole bulk part, then what later states changed in it
+(a one-Service change is a few KiB instead of rewriting tens of MiB). The JSON names the file
+and the records that make its state, each with its offset, length and CRC-32; a record is
+appended (and fsynced) before the JSON that names it, always right after the records the
+current state names, so no state ever names a missing or partial record. A log that has
+grown is started afresh (a new file), and bulk files no state names are removed.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import os
 import secrets
 import time
 import zlib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +39,14 @@ FORMAT = 1  # JSON only
 BULK_FORMAT = 2  # JSON plus a bulk file
 DEFAULT_STATE_DIR = Path("/var/lib/svc2rules")
 BULK_REF = "bulk"
+# A bulk log is started afresh past this many records, or when its changes outweigh a
+# quarter of its first record: reading it back stays about the cost of reading one record.
+_MAX_RECORDS = 64
+_MAX_DELTA_SHARE = 4
+# Delta operations (marshal-able, never a value of the state itself).
+_SET, _DELETE, _PATCH = 0, 1, 2
+# Bulk entry -> inner table -> the only keys that may have changed (see write_pending).
+Touched = dict[str, dict[Any, Iterable[Any]]]
 
 
 def new_generation() -> str:
@@ -46,6 +60,8 @@ class StateStore:
         self.bulk_keys = bulk_keys
         self.path = state_dir / f"{backend}.json"
         self.pending_path = state_dir / f"{backend}.pending.json"
+        # The bulk part complete() read last: (file, records, content).
+        self._base: tuple[str, list[tuple[int, int, int]], dict[str, Any]] | None = None
 
     def load(self) -> dict[str, Any] | None:
         """The state without its bulk part (see complete())."""
@@ -60,24 +76,38 @@ class StateStore:
         if ref is None or any(key in state for key in self.bulk_keys):
             return state
         try:
-            name, size, crc = ref["file"], ref["size"], ref["crc32"]
-            if "/" in name or not name.startswith(f"{self.backend}."):
+            name, records = ref["file"], [tuple(r) for r in ref["records"]]
+            if "/" in name or not name.startswith(f"{self.backend}.") or not records:
                 return None
-            data = (self.dir / name).read_bytes()
-            if len(data) != size or zlib.crc32(data) != crc:
-                return None
-            bulk = marshal.loads(data)
-        except (OSError, ValueError, EOFError, TypeError, KeyError):
+            with open(self.dir / name, "rb") as fh:
+                data = fh.read(records[-1][0] + records[-1][1])
+            parts = []
+            for offset, length, crc in records:
+                chunk = data[offset : offset + length]
+                if len(chunk) != length or zlib.crc32(chunk) != crc:
+                    return None
+                parts.append(marshal.loads(chunk))
+        except (OSError, ValueError, EOFError, TypeError, KeyError, IndexError):
             return None
+        bulk, *deltas = parts
         if not isinstance(bulk, dict):
             return None
+        for delta in deltas:
+            if not isinstance(delta, dict):
+                return None
+            _patch(bulk, delta)
+        # What the next write appends its changes to (see write_pending).
+        self._base = (name, records, bulk)
         return {**state, **bulk}
 
-    def write_pending(self, state: dict[str, Any]) -> None:
+    def write_pending(self, state: dict[str, Any], touched: Touched | None = None) -> None:
+        """Write the state a kernel write is about to load. `touched` may say, for bulk entries
+        that are tables of tables, the only inner keys that can differ from the state last
+        completed (an applier that changed a few of 100k elements knows which)."""
         state = dict(state)
         bulk = {key: state.pop(key) for key in self.bulk_keys if key in state}
         if bulk:
-            state[BULK_REF] = self._write_bulk(bulk)
+            state[BULK_REF] = self._write_bulk(bulk, touched or {})
         state["format"] = BULK_FORMAT if BULK_REF in state else FORMAT
         _write(self.pending_path, state)
 
@@ -104,7 +134,17 @@ class StateStore:
     def _bulk_files(self) -> list[Path]:
         return sorted(self.dir.glob(f"{self.backend}.*.bulk"))
 
-    def _write_bulk(self, bulk: dict[str, Any]) -> dict[str, Any]:
+    def _write_bulk(self, bulk: dict[str, Any], touched: Touched) -> dict[str, Any]:
+        """Append what changed since the bulk part complete() read, or start a new log."""
+        if self._base is not None:
+            name, records, base = self._base
+            delta = _diff(base, bulk, touched)
+            data = marshal.dumps(delta)
+            deltas = sum(length for _, length, _ in records[1:]) + len(data)
+            if len(records) < _MAX_RECORDS and deltas * _MAX_DELTA_SHARE < records[0][1]:
+                end = records[-1][0] + records[-1][1]
+                self._append(self.dir / name, end, data)
+                return {"file": name, "records": [*records, (end, len(data), zlib.crc32(data))]}
         data = marshal.dumps(bulk)
         name = f"{self.backend}.{secrets.token_hex(6)}.bulk"
         path = self.dir / name
@@ -118,7 +158,21 @@ class StateStore:
             os.replace(tmp, path)
         except OSError as exc:
             raise ApplyError(f"cannot write state file {path}: {exc.strerror or exc}") from exc
-        return {"file": name, "size": len(data), "crc32": zlib.crc32(data)}
+        return {"file": name, "records": [(0, len(data), zlib.crc32(data))]}
+
+    @staticmethod
+    def _append(path: Path, end: int, data: bytes) -> None:
+        """Write a record right after the current state's records: anything there already is a
+        record of a run that did not commit, which no state names."""
+        try:
+            with open(path, "r+b") as fh:
+                fh.truncate(end)
+                fh.seek(end)
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise ApplyError(f"cannot write state file {path}: {exc.strerror or exc}") from exc
 
     def _collect(self) -> None:
         """Remove bulk files that neither the state nor a pending state names."""
@@ -131,6 +185,78 @@ class StateStore:
             if path.name not in keep:
                 with contextlib.suppress(OSError):
                     path.unlink()
+
+
+def _diff(old: dict[Any, Any], new: dict[Any, Any], touched: Touched | None = None) -> dict[Any, Any]:
+    """How to turn `old` into `new`, recursing into dicts both have. Values the applier carried
+    over are the same objects, so an unchanged table costs one identity check; `touched` names,
+    per bulk entry and inner table, the only keys that may differ."""
+    out: dict[Any, Any] = {}
+    for key, value in new.items():
+        before = old.get(key, _DELETE_MARK)
+        if before is value:
+            continue
+        hint = touched.get(key) if touched is not None else None
+        if isinstance(value, dict) and isinstance(before, dict):
+            inner = _diff_hinted(before, value, hint) if hint is not None else _diff(before, value)
+            if inner:
+                out[key] = (_PATCH, inner)
+        elif before is _DELETE_MARK or before != value or type(before) is not type(value):
+            out[key] = (_SET, value)
+    for key in old.keys() - new.keys():
+        out[key] = (_DELETE,)
+    return out
+
+
+def _diff_hinted(old: dict[Any, Any], new: dict[Any, Any], hint: dict[Any, Iterable[Any]]) -> dict[Any, Any]:
+    """_diff of a table of tables where only the keys `hint` lists may differ in each inner
+    table it names (the others are compared whole)."""
+    out: dict[Any, Any] = {}
+    for key, value in new.items():
+        before = old.get(key, _DELETE_MARK)
+        if before is value:
+            continue
+        keys = hint.get(key)
+        if keys is None or not isinstance(value, dict) or not isinstance(before, dict):
+            inner = (
+                _diff(before, value) if isinstance(value, dict) and isinstance(before, dict) else None
+            )
+            if inner is None:
+                out[key] = (_SET, value)
+            elif inner:
+                out[key] = (_PATCH, inner)
+            continue
+        inner = {}
+        for k in keys:
+            after = value.get(k, _DELETE_MARK)
+            was = before.get(k, _DELETE_MARK)
+            if after is was:
+                continue
+            if after is _DELETE_MARK:
+                inner[k] = (_DELETE,)
+            elif was is _DELETE_MARK or was != after or type(was) is not type(after):
+                inner[k] = (_SET, after)
+        if inner:
+            out[key] = (_PATCH, inner)
+    for key in old.keys() - new.keys():
+        out[key] = (_DELETE,)
+    return out
+
+
+def _patch(target: dict[Any, Any], delta: dict[Any, Any]) -> None:
+    for key, operation in delta.items():
+        if operation[0] == _SET:
+            target[key] = operation[1]
+        elif operation[0] == _DELETE:
+            target.pop(key, None)
+        else:
+            inner = target.get(key)
+            if not isinstance(inner, dict):
+                inner = target[key] = {}
+            _patch(inner, operation[1])
+
+
+_DELETE_MARK = object()
 
 
 def _read(path: Path) -> dict[str, Any] | None:

@@ -72,7 +72,7 @@ def text_has_aliases(text: str) -> bool:
     return "&" in text and "*" in text
 
 
-def _looks_like_json(name: str, text: str) -> bool:
+def looks_like_json(name: str, text: str) -> bool:
     return name.lower().endswith(".json") or text.lstrip()[:1] in ("{", "[")
 
 
@@ -88,7 +88,7 @@ def _yaml_loader() -> type[yaml.SafeLoader]:
 
 
 def _documents(name: str, text: str) -> Iterator[Any]:
-    if _looks_like_json(name, text):
+    if looks_like_json(name, text):
         try:
             yield json.loads(text)
             return

@@ -1,4 +1,4 @@
-"""Incremental compilation: validate and resolve only the Services whose objects changed.
+"""Incremental compilation: read, validate and resolve only the Services whose objects changed.
 
 The resolution of a Service depends on nothing but the Service, the EndpointSlices labelled
 for it, its legacy Endpoints and the node config (resolve.plan.resolve_service). So a run
@@ -7,14 +7,20 @@ fingerprints every object, groups the objects by Service, and fingerprints each 
 has seen, and only new or changed ones are parsed, validated and resolved again. The plan
 merged from the Services' resolutions is the plan a full compile gives (property-tested).
 
-The memo also remembers each group's objects, so the previous version of a changed Service
-can be resolved again (`IncrementalCompile.remembered`): an apply renders what that version
-had loaded to take it out. Remembering objects rather than resolutions keeps the memo cheap to
-write (the objects are already encoded for their fingerprints) and independent of the IR.
+Reading: a JSON `List` source (kubectl -o json) is read item by item (load.listing); given
+where its items lay last time, only the items between those still in place at its start and at
+its end are parsed, and an unchanged item the memo knows is valid is not parsed at all: its
+identity (kind, namespace, name, Service label) comes from the memo. Other sources are parsed
+whole (load.parse_source) and fingerprinted from their parsed data.
 
 Validation is deterministic, so an object whose fingerprint was valid before is valid now and
-is not parsed again; every other object is validated fully, and the diagnostics of a run are
+is not validated again; every other object is validated fully, and the diagnostics of a run are
 exactly those of a full compile (same order, same text).
+
+The memo also keeps each object in a form it can be read back from (`encode`), so the previous
+version of a changed Service can be resolved again (`IncrementalCompile.remembered`): an apply
+renders what that version had loaded to take it out. Keeping objects rather than resolutions
+keeps the memo cheap to write and independent of the IR.
 
 Pure: no I/O. Where the memo lives, and when it can be trusted, is the caller's business.
 """
@@ -22,6 +28,7 @@ Pure: no I/O. Where the memo lives, and when it can be trusted, is the caller's 
 from __future__ import annotations
 
 import hashlib
+import json
 import marshal
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +38,7 @@ from svc2rules.config import ProxyConfig
 from svc2rules.errors import Diagnostic, InputError
 from svc2rules.ir import Plan
 from svc2rules.load import RawObject, Source, parse_source
+from svc2rules.load.listing import ListIndex, ScannedList, decode_text, rescan_list, scan_list
 from svc2rules.model.endpoints import Endpoints
 from svc2rules.model.endpointslice import SERVICE_NAME_LABEL, EndpointSlice
 from svc2rules.model.meta import KubeObject
@@ -50,13 +58,24 @@ DIGEST_SIZE = 16
 # marshal format 2 writes no back-references and no interning flags, so its bytes depend only
 # on the data (types and dict order included), not on which equal strings are shared objects.
 _MARSHAL_VERSION = 2
+_MARSHALLED, _JSON_ITEM = b"m", b"j"
+
+# (kind, apiVersion, namespace, name, the Service-name label or ""): what validation and
+# grouping read of an object that is known to be valid.
+Identity = tuple[str, str, str, str, str]
+# Where a list source's items lay, and the list's kind and apiVersion.
+SourceIndex = tuple[ListIndex, tuple[str, Any]]
 
 
 class Memo(Protocol):
     """What earlier runs learnt, by fingerprint."""
 
-    def is_valid(self, fingerprint: Fingerprint) -> bool:
-        """The object with this fingerprint passed validation before."""
+    def identity(self, fingerprint: Fingerprint) -> Identity | None:
+        """The identity of the object with this fingerprint if it passed validation before."""
+        ...
+
+    def encoded(self, fingerprint: Fingerprint) -> bytes | None:
+        """The object with this fingerprint, as encode gave it (None if unknown)."""
         ...
 
     def warnings(self, fingerprint: Fingerprint) -> tuple[Diagnostic, ...] | None:
@@ -65,6 +84,10 @@ class Memo(Protocol):
 
     def members(self, fingerprint: Fingerprint) -> list[RawObject] | None:
         """The objects of the Service group with this fingerprint (the Service first), or None."""
+        ...
+
+    def source_index(self, name: str) -> SourceIndex | None:
+        """Where the items of a list source lay last time."""
         ...
 
 
@@ -85,6 +108,24 @@ def fingerprint_bytes(encoded: bytes) -> Fingerprint:
 def fingerprint_object(data: Any) -> Fingerprint:
     """A digest of parsed data: equal for equal data (types and key order included)."""
     return fingerprint_bytes(encode_object(data))
+
+
+def decode_object(encoded: bytes) -> dict[str, Any] | None:
+    """An object kept by a memo (see IncrementalCompile.encoded), or None if unreadable."""
+    try:
+        if encoded[:1] == _MARSHALLED:
+            data = marshal.loads(encoded[1:])
+        elif encoded[:1] == _JSON_ITEM:
+            context, _, text = encoded[1:].partition(b"\n")
+            kind, api_version = json.loads(context)
+            data = json.loads(text)
+            if isinstance(data, dict) and "kind" not in data and kind != "List":
+                data = {**data, "kind": kind[: -len("List")], "apiVersion": api_version}
+        else:
+            return None
+    except (ValueError, EOFError, TypeError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _marshalable(value: Any) -> Any:
@@ -117,18 +158,62 @@ class ServiceEntry:
 
 
 @dataclass
+class _Unparsed:
+    """An unchanged list item known to be valid: read only if a Service needs its model."""
+
+    scanned: ScannedList
+    text: str
+    start: int
+    end: int
+
+
+@dataclass
 class IncrementalCompile:
     """The result of a run: every Service (resolved now or remembered) and what to remember."""
 
     config: ProxyConfig
     services: list[ServiceEntry]  # in (namespace, name) order, as the plan lists them
     warnings: list[Diagnostic]  # exactly those of a full compile, in the same order
-    raw: Sequence[RawObject]
-    encoded: list[bytes]  # each raw object as encode_object() gives it
+    raw: Sequence[RawObject]  # an unparsed object's data holds its identity only
     fingerprints: list[Fingerprint]  # of each raw object
     valid: list[int]  # indices of the valid objects
+    identities: dict[int, Identity] = field(default_factory=dict)  # of the valid objects
+    indexes: dict[str, SourceIndex] = field(default_factory=dict)  # of the list sources
     models: dict[int, KubeObject] = field(default_factory=dict)
     memo: Memo | None = None
+    _encoded: dict[int, bytes] = field(default_factory=dict)
+    _unparsed: dict[int, _Unparsed] = field(default_factory=dict)
+    _items: dict[int, tuple[ScannedList, str, int, int]] = field(default_factory=dict)
+
+    def data(self, index: int) -> dict[str, Any]:
+        """An object's data (parsing it now if it was not)."""
+        unparsed = self._unparsed.get(index)
+        if unparsed is None:
+            return self.raw[index].data
+        item = json.loads(unparsed.text[unparsed.start : unparsed.end])
+        return unparsed.scanned.raw_object(self.raw[index].source, item).data
+
+    def encoded(self, index: int) -> bytes:
+        """An object in a form decode_object() reads back (what a memo keeps)."""
+        out = self._encoded.get(index)
+        if out is None:
+            known = self.memo.encoded(self.fingerprints[index]) if self.memo is not None else None
+            if known is not None:
+                out = known
+            elif index in self._items or index in self._unparsed:
+                scanned, text, start, end = self._item(index)
+                out = _JSON_ITEM + json.dumps(list(scanned.context)).encode() + b"\n"
+                out += text[start:end].encode("utf-8", "surrogatepass")
+            else:
+                out = _MARSHALLED + encode_object(self.raw[index].data)
+            self._encoded[index] = out
+        return out
+
+    def _item(self, index: int) -> tuple[ScannedList, str, int, int]:
+        unparsed = self._unparsed.get(index)
+        if unparsed is not None:
+            return unparsed.scanned, unparsed.text, unparsed.start, unparsed.end
+        return self._items[index]
 
     def resolution(self, entry: ServiceEntry) -> ServiceResolution:
         """The entry's resolution (resolved now if the memo knew it)."""
@@ -186,78 +271,116 @@ class IncrementalCompile:
     def _model(self, index: int) -> KubeObject:
         model = self.models.get(index)
         if model is None:
-            # A remembered-valid object skipped parsing; parsing it again cannot fail.
-            data = self.raw[index].data
+            # A remembered-valid object was not parsed or validated; doing so cannot fail.
+            data = self.data(index)
             model = SUPPORTED[(data["apiVersion"], data["kind"])].model_validate(data)
             self.models[index] = model
         return model
 
 
-def parse_sources(sources: Iterable[Source]) -> tuple[list[RawObject], list[Diagnostic]]:
-    raw: list[RawObject] = []
-    errors: list[Diagnostic] = []
-    for source in sources:
-        objects, problems = parse_source(source.name, source.data)
-        raw.extend(objects)
-        errors.extend(problems)
-    return raw, errors
-
-
 def compile_incremental(
     sources: Iterable[Source], config: ProxyConfig, memo: Memo | None
 ) -> IncrementalCompile:
-    """Parse, validate and group the input; resolve the Services the memo does not know.
+    """Read, validate and group the input; resolve the Services the memo does not know.
 
     Raises InputError with every problem of the input, as a full compile does.
     """
-    raw, errors = parse_sources(sources)
-    encoded = [encode_object(obj.data) for obj in raw]
-    fingerprints = [fingerprint_bytes(e) for e in encoded]
-    trusted = {i for i, fp in enumerate(fingerprints) if memo.is_valid(fp)} if memo is not None else set()
+    compiled = IncrementalCompile(config, [], [], [], [], [], memo=memo)
+    raw: list[RawObject] = []
+    errors: list[Diagnostic] = []
+    trusted: set[int] = set()
+    for source in sources:
+        scanned, text = _scan(source, memo)
+        if scanned is None or text is None:
+            objects, problems = parse_source(source.name, source.data)
+            errors.extend(problems)
+            for obj in objects:
+                compiled._encoded[len(raw)] = encoded = _MARSHALLED + encode_object(obj.data)
+                compiled.fingerprints.append(fingerprint_bytes(encoded))
+                raw.append(obj)
+            continue
+        compiled.indexes[source.name] = (scanned.index, scanned.context)
+        for item in scanned.items:
+            index = len(raw)
+            compiled.fingerprints.append(item.digest)
+            known = memo.identity(item.digest) if memo is not None else None
+            if known is not None:
+                trusted.add(index)
+                if item.data is None:
+                    # Unchanged and valid: only its identity is read (validation, grouping).
+                    compiled._unparsed[index] = _Unparsed(scanned, text, item.start, item.end)
+                    raw.append(RawObject(source.name, _stub(known)))
+                    continue
+            data = item.data if item.data is not None else json.loads(text[item.start : item.end])
+            compiled._items[index] = (scanned, text, item.start, item.end)
+            raw.append(scanned.raw_object(source.name, data))
+    compiled.raw = raw
     validated = validate_objects(raw, trusted)
     errors.extend(validated.errors)
     if errors:
         raise InputError(errors)
-    compiled = IncrementalCompile(
-        config,
-        [],
-        list(validated.warnings),
-        raw,
-        encoded,
-        fingerprints,
-        [i for i, _, _ in validated.accepted],
-        {i: obj for i, obj, _ in validated.accepted if obj is not None},
-        memo,
-    )
+    compiled.warnings.extend(validated.warnings)
+    compiled.valid = [i for i, _, _ in validated.accepted]
+    compiled.models = {i: obj for i, obj, _ in validated.accepted if obj is not None}
+    members_by_service, labels = _members_by_service(raw, validated)
+    for i, _, (kind, namespace, name) in validated.accepted:
+        data = raw[i].data
+        compiled.identities[i] = (kind, str(data["apiVersion"]), namespace, name, labels.get(i, ""))
+
     config_fingerprint = fingerprint_config(config)
     sources_bytes: dict[str, bytes] = {}
     resolution_warnings: list[Diagnostic] = []
-    for ref, members in sorted(_members_by_service(raw, validated).items()):
+    for ref, members in sorted(members_by_service.items()):
         # Members in a canonical order: the input order of a Service's objects changes nothing.
         parts = []
         for i in members:
-            source = raw[i].source
-            encoded_source = sources_bytes.get(source)
+            source_name = raw[i].source
+            encoded_source = sources_bytes.get(source_name)
             if encoded_source is None:
-                encoded_source = sources_bytes[source] = source.encode() + b"\0"
-            parts.append(encoded_source + fingerprints[i])
+                encoded_source = sources_bytes[source_name] = source_name.encode() + b"\0"
+            parts.append(encoded_source + compiled.fingerprints[i])
         parts.sort()
         entry = ServiceEntry(ref, fingerprint_bytes(config_fingerprint + b"".join(parts)), tuple(members))
-        known = memo.warnings(entry.fingerprint) if memo is not None else None
-        if known is None:
+        known_warnings = memo.warnings(entry.fingerprint) if memo is not None else None
+        if known_warnings is None:
             entry.resolution = resolve_service(compiled._objects(entry), config)
-            known = entry.resolution.warnings
-        resolution_warnings.extend(known)
+            known_warnings = entry.resolution.warnings
+        resolution_warnings.extend(known_warnings)
         compiled.services.append(entry)
     compiled.warnings.extend(resolution_warnings)
     return compiled
 
 
-def _members_by_service(raw: Sequence[RawObject], validated: ValidatedObjects) -> dict[ServiceRef, list[int]]:
-    """Input indices of each Service's objects, the Service first; Services absent from the
-    input have no entry (their slices and Endpoints change nothing)."""
+def _scan(source: Source, memo: Memo | None) -> tuple[ScannedList | None, str | None]:
+    """A list source read item by item (again: only what changed), or None to parse it whole."""
+    text = decode_text(source.data)
+    if text is None:
+        return None, None
+    previous = memo.source_index(source.name) if memo is not None else None
+    scanned = rescan_list(source.name, text, *previous) if previous is not None else None
+    if scanned is None:
+        scanned = scan_list(source.name, text)
+    return scanned, text
+
+
+def _stub(identity: Identity) -> dict[str, Any]:
+    """What validation and grouping read of a known-valid object, as its data would say it."""
+    kind, api_version, namespace, name, label = identity
+    metadata: dict[str, Any] = {"namespace": namespace, "name": name}
+    if label:
+        metadata["labels"] = {SERVICE_NAME_LABEL: label}
+    return {"apiVersion": api_version, "kind": kind, "metadata": metadata}
+
+
+def _members_by_service(
+    raw: Sequence[RawObject], validated: ValidatedObjects
+) -> tuple[dict[ServiceRef, list[int]], dict[int, str]]:
+    """Input indices of each Service's objects, the Service first (Services absent from the
+    input have no entry: their slices and Endpoints change nothing), and the Service-name label
+    of each EndpointSlice."""
     services: dict[ServiceRef, int] = {}
     others: dict[ServiceRef, list[int]] = {}
+    labels: dict[int, str] = {}
     slice_kind, service_kind = EndpointSlice.KIND, Service.KIND
     for index, _, (kind, namespace, name) in validated.accepted:
         # The Service an object belongs to, as resolve.plan.service_ref_of reads it from the
@@ -269,6 +392,20 @@ def _members_by_service(raw: Sequence[RawObject], validated: ValidatedObjects) -
             label = (raw[index].data["metadata"].get("labels") or {}).get(SERVICE_NAME_LABEL)
             if not label:
                 continue
-            name = label
+            labels[index] = name = label
         others.setdefault((namespace, name), []).append(index)
-    return {ref: [index, *others.get(ref, ())] for ref, index in services.items()}
+    return {ref: [index, *others.get(ref, ())] for ref, index in services.items()}, labels
+
+
+__all__ = [
+    "Fingerprint",
+    "Identity",
+    "IncrementalCompile",
+    "Memo",
+    "ServiceEntry",
+    "SourceIndex",
+    "compile_incremental",
+    "decode_object",
+    "encode_object",
+    "fingerprint_object",
+]

@@ -28,7 +28,14 @@ from svc2rules.backends.nftables.apply import NftablesApplier
 from svc2rules.config import ProxyConfig
 from svc2rules.errors import Diagnostic
 from svc2rules.load import RawObject, Source
-from svc2rules.resolve.incremental import Fingerprint, IncrementalCompile, compile_incremental
+from svc2rules.resolve.incremental import (
+    Fingerprint,
+    Identity,
+    IncrementalCompile,
+    SourceIndex,
+    compile_incremental,
+    decode_object,
+)
 from tests.golden.cases import GOLDEN_BACKENDS
 from tests.property.strategies import clusters
 
@@ -40,11 +47,19 @@ BACKENDS = [b for b in available_backends() if b in GOLDEN_BACKENDS]
 class DictMemo:
     """What a run remembers, kept in memory (the apply keeps it in <state-dir>/<backend>.cache)."""
 
-    objects: dict[Fingerprint, dict[str, Any]] = field(default_factory=dict)
-    groups: dict[Fingerprint, tuple[tuple[Diagnostic, ...], list[RawObject]]] = field(default_factory=dict)
+    objects: dict[Fingerprint, tuple[bytes, Identity]] = field(default_factory=dict)
+    groups: dict[Fingerprint, tuple[tuple[Diagnostic, ...], list[tuple[str, Fingerprint]]]] = field(
+        default_factory=dict
+    )
+    sources: dict[str, SourceIndex] = field(default_factory=dict)
 
-    def is_valid(self, fingerprint: Fingerprint) -> bool:
-        return fingerprint in self.objects
+    def identity(self, fingerprint: Fingerprint) -> Identity | None:
+        entry = self.objects.get(fingerprint)
+        return None if entry is None else entry[1]
+
+    def encoded(self, fingerprint: Fingerprint) -> bytes | None:
+        entry = self.objects.get(fingerprint)
+        return None if entry is None else entry[0]
 
     def warnings(self, fingerprint: Fingerprint) -> tuple[Diagnostic, ...] | None:
         entry = self.groups.get(fingerprint)
@@ -52,17 +67,28 @@ class DictMemo:
 
     def members(self, fingerprint: Fingerprint) -> list[RawObject] | None:
         entry = self.groups.get(fingerprint)
-        return None if entry is None else entry[1]
+        if entry is None:
+            return None
+        out = []
+        for name, member in entry[1]:
+            data = decode_object(self.objects[member][0])
+            assert data is not None
+            out.append(RawObject(name, data))
+        return out
+
+    def source_index(self, name: str) -> SourceIndex | None:
+        return self.sources.get(name)
 
     @classmethod
     def of(cls, compiled: IncrementalCompile, earlier: DictMemo | None = None) -> DictMemo:
-        memo = cls()
+        memo = cls(sources=dict(compiled.indexes))
         for i in compiled.valid:
-            memo.objects[compiled.fingerprints[i]] = compiled.raw[i].data
+            memo.objects[compiled.fingerprints[i]] = (compiled.encoded(i), compiled.identities[i])
         for entry in compiled.services:
             known = earlier.groups.get(entry.fingerprint) if earlier is not None else None
             warnings = known[0] if known is not None else compiled.resolution(entry).warnings
-            memo.groups[entry.fingerprint] = (warnings, [compiled.raw[i] for i in entry.members])
+            members = [(compiled.raw[i].source, compiled.fingerprints[i]) for i in entry.members]
+            memo.groups[entry.fingerprint] = (warnings, members)
         return memo
 
 

@@ -468,6 +468,7 @@ class IptablesApplier:
             runner, old, True, desired, generation, new_tables, state_tables, removable, by_service
         )
         change.sysctls = _sysctls(config, new_totals["nodeports"])
+        change.touched = {"tables": {t: [*new_tables[t], *removable[t]] for t in TABLE_ORDER}}
         return change
 
     def _section(

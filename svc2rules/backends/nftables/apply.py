@@ -472,6 +472,7 @@ class NftablesApplier:
         )
         change = self.plan_change(runner, old, True, desired, generation)
         change.sysctls = self.sysctls(desired.plan)
+        change.touched = {"elements": touched}
         return change
 
     def plan_cleanup(self, runner: Runner, old: dict[str, Any] | None, options: RenderOptions) -> Change:
