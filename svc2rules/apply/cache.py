@@ -214,6 +214,11 @@ class CompileCache:
                 carried.append((fingerprint, encoded, identity))
             start = 0
         records = carried + new
+        if start == 0:
+            # A fresh log is a new file: whatever was there (damaged, or with other permissions)
+            # is not appended to.
+            with contextlib.suppress(FileNotFoundError):
+                log.unlink()
         fd = os.open(log, os.O_WRONLY | os.O_CREAT, 0o600)
         with os.fdopen(fd, "wb") as fh:
             # Past what the index describes lie only leftovers of runs that died before writing it.

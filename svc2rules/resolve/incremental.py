@@ -157,14 +157,9 @@ class ServiceEntry:
         return f"{self.ref[0]}/{self.ref[1]}"
 
 
-@dataclass
-class _Unparsed:
-    """An unchanged list item known to be valid: read only if a Service needs its model."""
-
-    scanned: ScannedList
-    text: str
-    start: int
-    end: int
+# An unchanged list item known to be valid, read only if a Service needs its model: the list,
+# its text, where the item lies.
+_Item = tuple[ScannedList, str, int, int]
 
 
 @dataclass
@@ -182,16 +177,16 @@ class IncrementalCompile:
     models: dict[int, KubeObject] = field(default_factory=dict)
     memo: Memo | None = None
     _encoded: dict[int, bytes] = field(default_factory=dict)
-    _unparsed: dict[int, _Unparsed] = field(default_factory=dict)
-    _items: dict[int, tuple[ScannedList, str, int, int]] = field(default_factory=dict)
+    _unparsed: dict[int, _Item] = field(default_factory=dict)
+    _items: dict[int, _Item] = field(default_factory=dict)
 
     def data(self, index: int) -> dict[str, Any]:
         """An object's data (parsing it now if it was not)."""
         unparsed = self._unparsed.get(index)
         if unparsed is None:
             return self.raw[index].data
-        item = json.loads(unparsed.text[unparsed.start : unparsed.end])
-        return unparsed.scanned.raw_object(self.raw[index].source, item).data
+        scanned, text, start, end = unparsed
+        return scanned.raw_object(self.raw[index].source, json.loads(text[start:end])).data
 
     def encoded(self, index: int) -> bytes:
         """An object in a form decode_object() reads back (what a memo keeps)."""
@@ -209,11 +204,9 @@ class IncrementalCompile:
             self._encoded[index] = out
         return out
 
-    def _item(self, index: int) -> tuple[ScannedList, str, int, int]:
+    def _item(self, index: int) -> _Item:
         unparsed = self._unparsed.get(index)
-        if unparsed is not None:
-            return unparsed.scanned, unparsed.text, unparsed.start, unparsed.end
-        return self._items[index]
+        return unparsed if unparsed is not None else self._items[index]
 
     def resolution(self, entry: ServiceEntry) -> ServiceResolution:
         """The entry's resolution (resolved now if the memo knew it)."""
@@ -287,8 +280,11 @@ def compile_incremental(
     """
     compiled = IncrementalCompile(config, [], [], [], [], [], memo=memo)
     raw: list[RawObject] = []
+    fingerprints = compiled.fingerprints
+    identities = compiled.identities
     errors: list[Diagnostic] = []
     trusted: set[int] = set()
+    identity_of = memo.identity if memo is not None else (lambda _: None)
     for source in sources:
         scanned, text = _scan(source, memo)
         if scanned is None or text is None:
@@ -296,24 +292,28 @@ def compile_incremental(
             errors.extend(problems)
             for obj in objects:
                 compiled._encoded[len(raw)] = encoded = _MARSHALLED + encode_object(obj.data)
-                compiled.fingerprints.append(fingerprint_bytes(encoded))
+                fingerprints.append(fingerprint_bytes(encoded))
                 raw.append(obj)
             continue
         compiled.indexes[source.name] = (scanned.index, scanned.context)
-        for item in scanned.items:
+        name = source.name
+        unparsed = (scanned, text)
+        for start, end, digest, data in scanned.items:
             index = len(raw)
-            compiled.fingerprints.append(item.digest)
-            known = memo.identity(item.digest) if memo is not None else None
+            fingerprints.append(digest)
+            known = identity_of(digest)
             if known is not None:
                 trusted.add(index)
-                if item.data is None:
+                identities[index] = known
+                if data is None:
                     # Unchanged and valid: only its identity is read (validation, grouping).
-                    compiled._unparsed[index] = _Unparsed(scanned, text, item.start, item.end)
-                    raw.append(RawObject(source.name, _stub(known)))
+                    compiled._unparsed[index] = (*unparsed, start, end)
+                    raw.append(RawObject(name, _stub(known)))
                     continue
-            data = item.data if item.data is not None else json.loads(text[item.start : item.end])
-            compiled._items[index] = (scanned, text, item.start, item.end)
-            raw.append(scanned.raw_object(source.name, data))
+            if data is None:
+                data = json.loads(text[start:end])
+            compiled._items[index] = (*unparsed, start, end)
+            raw.append(scanned.raw_object(name, data))
     compiled.raw = raw
     validated = validate_objects(raw, trusted)
     errors.extend(validated.errors)
@@ -323,30 +323,33 @@ def compile_incremental(
     compiled.valid = [i for i, _, _ in validated.accepted]
     compiled.models = {i: obj for i, obj, _ in validated.accepted if obj is not None}
     members_by_service, labels = _members_by_service(raw, validated)
-    for i, _, (kind, namespace, name) in validated.accepted:
-        data = raw[i].data
-        compiled.identities[i] = (kind, str(data["apiVersion"]), namespace, name, labels.get(i, ""))
+    for i, model, (kind, namespace, name) in validated.accepted:
+        if model is not None:  # (the trusted ones have theirs from the memo)
+            identities[i] = (kind, model.api_version, namespace, name, labels.get(i, ""))
 
     config_fingerprint = fingerprint_config(config)
-    sources_bytes: dict[str, bytes] = {}
+    source_prefix: dict[str, bytes] = {}
     resolution_warnings: list[Diagnostic] = []
+    warnings_of = memo.warnings if memo is not None else (lambda _: None)
+    services = compiled.services
     for ref, members in sorted(members_by_service.items()):
         # Members in a canonical order: the input order of a Service's objects changes nothing.
         parts = []
         for i in members:
             source_name = raw[i].source
-            encoded_source = sources_bytes.get(source_name)
-            if encoded_source is None:
-                encoded_source = sources_bytes[source_name] = source_name.encode() + b"\0"
-            parts.append(encoded_source + compiled.fingerprints[i])
+            prefix = source_prefix.get(source_name)
+            if prefix is None:
+                prefix = source_prefix[source_name] = source_name.encode() + b"\0"
+            parts.append(prefix + fingerprints[i])
         parts.sort()
         entry = ServiceEntry(ref, fingerprint_bytes(config_fingerprint + b"".join(parts)), tuple(members))
-        known_warnings = memo.warnings(entry.fingerprint) if memo is not None else None
+        known_warnings = warnings_of(entry.fingerprint)
         if known_warnings is None:
             entry.resolution = resolve_service(compiled._objects(entry), config)
             known_warnings = entry.resolution.warnings
-        resolution_warnings.extend(known_warnings)
-        compiled.services.append(entry)
+        if known_warnings:
+            resolution_warnings.extend(known_warnings)
+        services.append(entry)
     compiled.warnings.extend(resolution_warnings)
     return compiled
 
