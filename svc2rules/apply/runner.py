@@ -81,6 +81,34 @@ class Runner:
             raise ApplyError(f"cannot run {argv[0]}: {exc.strerror or exc}") from exc
         return Result(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
 
+    def run_many(self, argvs: Sequence[Sequence[str]]) -> list[Result]:
+        """Run read-only commands (listings) side by side; like run() for each, in order."""
+        started: list[tuple[Sequence[str], subprocess.Popen[str]]] = []
+        for argv in argvs:
+            full = self._resolve(argv)
+            self.log.append(tuple(argv))
+            try:
+                proc = subprocess.Popen(
+                    full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+                )
+            except OSError as exc:
+                for _, other in started:
+                    other.kill()
+                    other.wait()
+                raise ApplyError(f"cannot run {argv[0]}: {exc.strerror or exc}") from exc
+            started.append((argv, proc))
+        out = []
+        for argv, proc in started:
+            try:
+                stdout, stderr = proc.communicate(timeout=self.timeout)
+            except subprocess.TimeoutExpired as exc:
+                for _, other in started:
+                    other.kill()
+                    other.wait()
+                raise ApplyError(f"{argv[0]} did not finish within {self.timeout:.0f} s") from exc
+            out.append(Result(tuple(argv), proc.returncode, stdout, stderr))
+        return out
+
     def check(self, argv: Sequence[str], *, stdin: str | None = None, loader: bool = False) -> Result:
         result = self.run(argv, stdin=stdin, loader=loader)
         if not result.ok:

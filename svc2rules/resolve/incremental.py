@@ -157,9 +157,8 @@ class ServiceEntry:
         return f"{self.ref[0]}/{self.ref[1]}"
 
 
-# An unchanged list item known to be valid, read only if a Service needs its model: the list,
-# its text, where the item lies.
-_Item = tuple[ScannedList, str, int, int]
+# A list item: the list, its text, where the item lies, and what encoded() puts before it.
+_Item = tuple[ScannedList, str, int, int, bytes]
 
 
 @dataclass
@@ -185,28 +184,21 @@ class IncrementalCompile:
         unparsed = self._unparsed.get(index)
         if unparsed is None:
             return self.raw[index].data
-        scanned, text, start, end = unparsed
+        scanned, text, start, end, _ = unparsed
         return scanned.raw_object(self.raw[index].source, json.loads(text[start:end])).data
 
     def encoded(self, index: int) -> bytes:
         """An object in a form decode_object() reads back (what a memo keeps)."""
         out = self._encoded.get(index)
         if out is None:
-            known = self.memo.encoded(self.fingerprints[index]) if self.memo is not None else None
-            if known is not None:
-                out = known
-            elif index in self._items or index in self._unparsed:
-                scanned, text, start, end = self._item(index)
-                out = _JSON_ITEM + json.dumps(list(scanned.context)).encode() + b"\n"
-                out += text[start:end].encode("utf-8", "surrogatepass")
+            item = self._unparsed.get(index) or self._items.get(index)
+            if item is not None:
+                _, text, start, end, prefix = item
+                out = prefix + text[start:end].encode("utf-8", "surrogatepass")
             else:
                 out = _MARSHALLED + encode_object(self.raw[index].data)
             self._encoded[index] = out
         return out
-
-    def _item(self, index: int) -> _Item:
-        unparsed = self._unparsed.get(index)
-        return unparsed if unparsed is not None else self._items[index]
 
     def resolution(self, entry: ServiceEntry) -> ServiceResolution:
         """The entry's resolution (resolved now if the memo knew it)."""
@@ -298,6 +290,7 @@ def compile_incremental(
         compiled.indexes[source.name] = (scanned.index, scanned.context)
         name = source.name
         unparsed = (scanned, text)
+        prefix = _JSON_ITEM + json.dumps(list(scanned.context)).encode() + b"\n"
         for start, end, digest, data in scanned.items:
             index = len(raw)
             fingerprints.append(digest)
@@ -307,12 +300,12 @@ def compile_incremental(
                 identities[index] = known
                 if data is None:
                     # Unchanged and valid: only its identity is read (validation, grouping).
-                    compiled._unparsed[index] = (*unparsed, start, end)
+                    compiled._unparsed[index] = (*unparsed, start, end, prefix)
                     raw.append(RawObject(name, _stub(known)))
                     continue
             if data is None:
                 data = json.loads(text[start:end])
-            compiled._items[index] = (*unparsed, start, end)
+            compiled._items[index] = (*unparsed, start, end, prefix)
             raw.append(scanned.raw_object(name, data))
     compiled.raw = raw
     validated = validate_objects(raw, trusted)
@@ -337,10 +330,10 @@ def compile_incremental(
         parts = []
         for i in members:
             source_name = raw[i].source
-            prefix = source_prefix.get(source_name)
-            if prefix is None:
-                prefix = source_prefix[source_name] = source_name.encode() + b"\0"
-            parts.append(prefix + fingerprints[i])
+            named = source_prefix.get(source_name)
+            if named is None:
+                named = source_prefix[source_name] = source_name.encode() + b"\0"
+            parts.append(named + fingerprints[i])
         parts.sort()
         entry = ServiceEntry(ref, fingerprint_bytes(config_fingerprint + b"".join(parts)), tuple(members))
         known_warnings = warnings_of(entry.fingerprint)

@@ -235,13 +235,16 @@ class StateKernel(Runner):
             return Result(argv, 0, "\n".join(rules) + "\n", "")
         raise AssertionError(f"unexpected command {argv}")
 
+    def run_many(self, argvs: Any) -> list[Result]:
+        return [self.run(argv) for argv in argvs]
+
 
 APPLIERS: dict[str, type[IptablesApplier] | type[NftablesApplier]] = {
     "iptables": IptablesApplier,
     "nftables": NftablesApplier,
 }
 PER_SERVICE_KEYS = {
-    "iptables": ("tables", "udp", "groups", "segments", "totals", "ctx", "jumps"),
+    "iptables": ("tables", "udp", "groups", "segments", "owned", "totals", "ctx", "jumps"),
     "nftables": ("elements", "udp", "groups", "shared", "facts", "totals", "ctx", "header", "blocks"),
 }
 
@@ -262,38 +265,90 @@ def test_planning_from_the_changed_services_ends_where_the_whole_plan_does(
     incremental = compile_incremental(source(changed), CONFIG, memo)
     applier = APPLIERS[backend]()
     by_service = applier._plan_services(StateKernel(start), start, incremental, options, "2-b")
-    whole = compile_incremental(source(changed), CONFIG, None)  # no memo: the whole plan
-    reference = APPLIERS[backend]().plan_compiled(StateKernel(start), start, True, whole, options, "2-b")
-    expected = reference.new_state if reference.new_state is not None else reference.state_update
-    assert expected is not None
+    # The reference: the whole plan rendered and diffed against the state.
+    whole = compile_incremental(source(changed), CONFIG, None)
+    full: Any = APPLIERS[backend]()
+    plan = whole.plan()
+    services = {entry.name: entry.fingerprint.hex() for entry in whole.services}
+    reference = full.plan_change(
+        StateKernel(start), start, True, full.desired(plan, options, services), "2-b"
+    )
+    reference.sysctls = full.sysctls(plan)
+    expected = _after(start, reference)
     event(f"planned per Service: {by_service is not None}")
     if by_service is None:
         return  # needs the whole plan (a new chain or map, a conflict, ...): planned as reference
-    got = by_service.new_state if by_service.new_state is not None else by_service.state_update
-    assert got is not None
+    got = _after(start, by_service)
     for key in PER_SERVICE_KEYS[backend]:
-        if key in expected:
-            assert got.get(key) == expected[key], key
+        assert got.get(key) == expected.get(key), key
     assert by_service.kind == reference.kind or {by_service.kind, reference.kind} <= {"none", "incremental"}
     assert by_service.sysctls == reference.sysctls
 
 
+def _after(start: dict[str, Any], change: Any) -> dict[str, Any]:
+    """The state a change leaves (a "none" change keeps the old one, updated)."""
+    if change.new_state is not None:
+        state: dict[str, Any] = change.new_state
+        return state
+    return {**start, **(change.state_update or {})}
+
+
+def _move_endpoint(objects: list[dict[str, Any]]) -> tuple[list[str], str]:
+    objects[1]["endpoints"][0]["addresses"] = ["10.99.0.1"]  # svc0's slice
+    return ["ns/svc0"], "10.99.0.1"
+
+
+def _add_service(objects: list[dict[str, Any]]) -> tuple[list[str], str]:
+    new = _service(77)
+    new[0]["spec"]["clusterIP"] = "172.30.1.77"
+    objects.extend(new)
+    return ["ns/svc77"], "172.30.1.77"
+
+
+def _remove_service(objects: list[dict[str, Any]]) -> tuple[list[str], str]:
+    del objects[2:4]  # svc1
+    return ["ns/svc1"], "172.30.0.2"
+
+
+def _headless_endpoints(objects: list[dict[str, Any]]) -> tuple[list[str], str]:
+    objects[-1]["endpoints"].append({"addresses": ["10.180.99.9"]})  # of the headless Service
+    return ["ns/headless"], ""
+
+
+EDITS = {
+    "move an endpoint": _move_endpoint,
+    "add a Service": _add_service,
+    "remove a Service": _remove_service,
+    "change a headless Service": _headless_endpoints,
+}
+
+
+@pytest.mark.parametrize("edit_name", EDITS)
 @pytest.mark.parametrize("backend", ["iptables", "nftables"])
-def test_an_endpoint_move_is_planned_from_its_service_alone(backend: str) -> None:
-    """The common case does take the per-Service path (and never renders the other Services)."""
+def test_common_changes_are_planned_from_their_services_alone(backend: str, edit_name: str) -> None:
+    """Common changes do take the per-Service path, and resolve and render nothing else."""
     objects = [o for i in range(30) for o in _service(i)]
+    headless = _service(99)
+    headless[0]["metadata"]["name"] = "headless"
+    headless[0]["spec"]["clusterIP"] = "None"
+    headless[1]["metadata"]["labels"]["kubernetes.io/service-name"] = "headless"
+    objects += headless
     first = compile_incremental(source(objects), CONFIG, None)
     options = RenderOptions()
     start = APPLIERS[backend]().plan_compiled(Runner(), None, False, first, options, "1-a").new_state
     assert start is not None
     changed = copy.deepcopy(objects)
-    changed[1]["endpoints"][0]["addresses"] = ["10.99.0.1"]  # svc0's slice
+    names, mark = EDITS[edit_name](changed)
     incremental = compile_incremental(source(changed), CONFIG, DictMemo.of(first))
-    assert [e.name for e in incremental.services if e.resolution is not None] == ["ns/svc0"]
+    assert [e.name for e in incremental.services if e.resolution is not None] == [
+        n for n in names if n != "ns/svc1"
+    ]
     change = APPLIERS[backend]()._plan_services(StateKernel(start), start, incremental, options, "2-b")
-    assert change is not None and change.kind == "incremental"
-    assert "10.99.0.1" in change.payload
-    assert [e.name for e in incremental.services if e.resolution is not None] == ["ns/svc0"]
+    assert change is not None
+    assert mark in change.payload
+    assert [e.name for e in incremental.services if e.resolution is not None] == [
+        n for n in names if n != "ns/svc1"
+    ]
 
 
 def _service(i: int) -> list[dict[str, Any]]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import marshal
 import os
 import re
 import shlex
@@ -188,14 +189,22 @@ class IptablesApplier:
 
     def _our_jumps(self, runner: Runner, tables: Iterable[str]) -> dict[str, dict[str, list[str]]]:
         """Rules in built-in chains that jump to one of our chains, as the kernel prints them."""
-        out: dict[str, dict[str, list[str]]] = {}
-        for table in tables:
-            out[table] = {}
-            for chain in BUILTIN_CHAINS[table]:
-                rules = self._list_chain(runner, table, chain) or []
-                ours = [r for r in rules if self._targets_us(r)]
-                if ours:
-                    out[table][chain] = ours
+        wanted = [(table, chain) for table in tables for chain in BUILTIN_CHAINS[table]]
+        # Listed at once: seven listings one after the other cost more than the rest of a
+        # one-Service plan.
+        results = runner.run_many(
+            [["iptables", "-w", XTABLES_WAIT, "-t", table, "-S", chain] for table, chain in wanted]
+        )
+        out: dict[str, dict[str, list[str]]] = {table: {} for table in tables}
+        for (table, chain), result in zip(wanted, results, strict=True):
+            rules = (
+                [line[len(f"-A {chain} ") :] for line in result.stdout.splitlines() if line.startswith("-A ")]
+                if result.ok
+                else []
+            )
+            ours = [r for r in rules if self._targets_us(r)]
+            if ours:
+                out[table][chain] = ours
         return out
 
     def quick_check(self, runner: Runner, state: dict[str, Any]) -> bool:
@@ -258,10 +267,25 @@ class IptablesApplier:
             chains = dict(desired.tables.get(table, {}))
             chains[marker] = [_marker_rule(generation)]
             new_tables[table] = chains
-        state_tables = {t: {c: "\n".join(r) for c, r in new_tables[t].items()} for t in TABLE_ORDER}
-        return self._change(
-            runner, old, trusted, desired, generation, new_tables, state_tables, None, desired.by_service
+        by_service = dict(desired.by_service) if desired.by_service is not None else None
+        # Chains a Service owns are kept with it (by_service["owned"]), the rest here.
+        owned: dict[str, set[str]] = by_service.pop("owned_chains", {}) if by_service else {}
+        state_tables = {
+            t: {c: "\n".join(r) for c, r in new_tables[t].items() if c not in owned.get(t, ())}
+            for t in TABLE_ORDER
+        }
+        flat = _flat(old)
+        change = self._change(
+            runner, flat, trusted, desired, generation, new_tables, state_tables, None, by_service
         )
+        if change.kind == "none" and by_service is not None and flat is not None:
+            # Nothing to load, but the state learns its per-Service form (from an older one).
+            kept = {
+                t: {c: v for c, v in chains.items() if c not in owned.get(t, ())}
+                for t, chains in flat["tables"].items()
+            }
+            change.state_update = {**by_service, "tables": kept}
+        return change
 
     def _change(
         self,
@@ -328,7 +352,7 @@ class IptablesApplier:
 
     # -- planning from an incremental compile ------------------------------------------------
 
-    bulk_state_keys = ("tables", "udp", "groups", "segments")
+    bulk_state_keys = ("tables", "udp", "groups", "segments", "owned")
 
     def plan_compiled(
         self,
@@ -361,15 +385,17 @@ class IptablesApplier:
         generation: str,
     ) -> Change | None:
         """The change from the changed Services alone, or None when it needs the whole plan:
-        the state has no per-Service entries, something every Service's rules depend on changed
-        (config, options, code, endpoint comments), or the previous version of a changed
-        Service is not in the compile cache."""
-        old_groups, segments = old.get("groups"), old.get("segments")
+        the state has no per-Service entries, or something every Service's rules depend on
+        changed (config, options, code, endpoint comments).
+
+        The state keeps what each Service had loaded (its chains, its share of the shared
+        chains, its UDP ports and counts), so only the new versions are rendered."""
+        old_groups, segments, owned = old.get("groups"), old.get("segments"), old.get("owned")
         totals, tables = old.get("totals"), old.get("tables")
         if (
-            compiled.memo is None
-            or not isinstance(old_groups, dict)
+            not isinstance(old_groups, dict)
             or not isinstance(segments, dict)
+            or not isinstance(owned, dict)
             or not isinstance(totals, dict)
             or not isinstance(tables, dict)
         ):
@@ -378,60 +404,64 @@ class IptablesApplier:
         groups = {name: entry.fingerprint.hex() for name, entry in entries.items()}
         changed = [name for name, fp in groups.items() if old_groups.get(name) != fp]
         changed += [name for name in old_groups if name not in groups]
-        before: dict[str, ServiceResolution] = {}
+        before: dict[str, _Record] = {}
         for name in changed:
             if name in old_groups:
-                resolution = compiled.remembered(bytes.fromhex(old_groups[name]))
-                if resolution is None:
+                record = _Record.read(owned.get(name))
+                if record is None:
                     return None
-                before[name] = resolution
-        after = {name: compiled.resolution(entries[name]) for name in changed if name in entries}
-        new_totals = _totals_delta(totals, before.values(), after.values())
+                before[name] = record
         config = compiled.config
-        comments_on = _endpoint_comments(new_totals["endpoints"], options)
-        by_service = {
-            "groups": groups,
-            "ctx": service_context(config, options, comments_on),
-            "totals": new_totals,
-        }
-        if by_service["ctx"] != old.get("ctx"):
+        after_resolutions = {name: compiled.resolution(entries[name]) for name in changed if name in entries}
+        endpoints = totals.get("endpoints", 0) - sum(r.endpoints for r in before.values())
+        endpoints += sum(_totals(r.service_ports)["endpoints"] for r in after_resolutions.values())
+        comments_on = _endpoint_comments(endpoints, options)
+        ctx = service_context(config, options, comments_on)
+        if ctx != old.get("ctx"):
             return None
-
-        def part(resolution: ServiceResolution) -> ServicePart:
-            return service_part(config, resolution.service_ports, options, endpoint_comments=comments_on)
-
-        old_parts = {name: part(r) for name, r in before.items()}
-        new_parts = {name: part(r) for name, r in after.items()}
+        new_parts = {
+            name: service_part(config, r.service_ports, options, endpoint_comments=comments_on)
+            for name, r in after_resolutions.items()
+        }
+        after = {name: _Record.of(new_parts[name], r) for name, r in after_resolutions.items()}
+        new_totals = {
+            "endpoints": endpoints,
+            "nodeports": totals.get("nodeports", 0)
+            - sum(r.nodeports for r in before.values())
+            + sum(r.nodeports for r in after.values()),
+        }
         heads = head_lengths(config, options)
         marker = self.marker_chain()
         new_tables: dict[str, Chains] = {}
+        old_view: dict[str, dict[str, str]] = {}
         state_tables: dict[str, dict[str, str]] = {}
         removable: dict[str, list[str]] = {}
         new_segments: dict[str, dict[str, dict[str, int]]] = {}
         changed_set = set(changed)
+        origins: dict[str, str] = {}
         for table in TABLE_ORDER:
-            chains: dict[str, str] = dict(tables.get(table, {}))
+            shared_old: dict[str, str] = tables.get(table, {})
+            # What the write compares against: the shared chains, and the changed Services'.
+            view = dict(shared_old)
             touched: Chains = {}
-            gone: list[str] = []
-            for p in old_parts.values():
-                for chain in p.chains.get(table, {}):
-                    chains.pop(chain, None)
-                    gone.append(chain)
+            for name, record in before.items():
+                for chain, text in record.chains.get(table, {}).items():
+                    view[chain] = text
+                    origins[chain] = name
             for p in new_parts.values():
-                for chain, rules in p.chains.get(table, {}).items():
-                    chains[chain] = "\n".join(rules)
-                    touched[chain] = rules
+                touched.update(p.chains.get(table, {}))
+            chains = dict(shared_old)  # the state's shared chains, after the write
             table_segments = dict(segments.get(table, {}))
             shared = dict.fromkeys(
-                c for p in (*old_parts.values(), *new_parts.values()) for c in p.shared.get(table, {})
+                [c for c, counts in table_segments.items() if changed_set.intersection(counts)]
+                + [c for p in new_parts.values() for c in p.shared.get(table, {})]
             )
             for chain in shared:
                 spliced = _splice(
-                    chains.get(chain, ""),
+                    shared_old.get(chain, ""),
                     table_segments.get(chain, {}),
                     heads.get(table, {}).get(chain, 0),
                     changed_set,
-                    {n: p.shared.get(table, {}).get(chain, []) for n, p in old_parts.items()},
                     {
                         n: p.shared[table][chain]
                         for n, p in new_parts.items()
@@ -450,25 +480,50 @@ class IptablesApplier:
             touched[marker] = [_marker_rule(generation)]
             chains[marker] = touched[marker][0]
             new_tables[table] = touched
+            old_view[table] = view
             state_tables[table] = chains
-            removable[table] = [c for c in gone if c not in chains]
+            removable[table] = [
+                c for r in before.values() for c in r.chains.get(table, {}) if c not in touched
+            ]
             new_segments[table] = table_segments
-        by_service["segments"] = new_segments
+        new_owned = dict(owned)
+        for name in before:
+            new_owned.pop(name, None)
+        for name, record in after.items():
+            new_owned[name] = record.write()
+        by_service = {
+            "groups": groups,
+            "ctx": ctx,
+            "totals": new_totals,
+            "segments": new_segments,
+            "owned": new_owned,
+        }
 
         udp = dict(old.get("udp", {}))
-        for resolution in before.values():
-            for key in udp_facts_of(_ipv4(resolution.service_ports)):
+        for record in before.values():
+            for key in record.udp:
                 udp.pop(key, None)
-        for resolution in after.values():
+        for resolution in after_resolutions.values():
             udp.update(udp_facts_of(_ipv4(resolution.service_ports)))
-        ports = tuple(sp for r in (*before.values(), *after.values()) for sp in _ipv4(r.service_ports))
+        ports = tuple(sp for r in after_resolutions.values() for sp in _ipv4(r.service_ports))
         jumps = {t: [(c, s) for c, s in old.get("jumps", {}).get(t, [])] for t in TABLE_ORDER}
         desired = Desired(Plan(config, ports, ()), options, self.names, new_tables, jumps, udp, by_service)
+        desired.origins().update(origins)
         change = self._change(
-            runner, old, True, desired, generation, new_tables, state_tables, removable, by_service
+            runner,
+            {**old, "tables": old_view},
+            True,
+            desired,
+            generation,
+            new_tables,
+            state_tables,
+            removable,
+            by_service,
         )
         change.sysctls = _sysctls(config, new_totals["nodeports"])
-        change.touched = {"tables": {t: [*new_tables[t], *removable[t]] for t in TABLE_ORDER}}
+        change.touched = {
+            "tables": {t: [c for c in new_tables[t] if c in state_tables[t]] for t in TABLE_ORDER}
+        }
         return change
 
     def _section(
@@ -634,6 +689,10 @@ class IptablesApplier:
                 continue
             if table == "nat":
                 # nat is written first: if the kernel refuses it, nothing has changed yet.
+                continue
+            if all(_chain_of(ln) == self.marker_chain() for ln in section):
+                # Only our marker's rule, which every write loads and --test has parsed: a
+                # scratch namespace would cost more than anything it could find.
                 continue
             declared = {ln[1:].split()[0] for ln in section if ln.startswith(":")}
             body = [ln for ln in section if not ln.startswith("-D ") or ln.split()[2].isdigit()]
@@ -931,16 +990,74 @@ def _by_service_state(
 ) -> dict[str, Any]:
     totals = _totals(plan.service_ports)
     segments: dict[str, dict[str, dict[str, int]]] = {t: {} for t in TABLE_ORDER}
+    owned_chains: dict[str, set[str]] = {t: set() for t in TABLE_ORDER}
     for name, part in parts.items():
         for table, shared in part.shared.items():
             for chain, rules in shared.items():
                 segments[table].setdefault(chain, {})[name] = len(rules)
+        for table, chains in part.chains.items():
+            owned_chains[table].update(chains)
+    by_name: dict[str, list[ServicePort]] = {}
+    for sp in plan.service_ports:
+        by_name.setdefault(f"{sp.key.namespace}/{sp.key.name}", []).append(sp)
+    # Every Service has a record, even one with no IPv4 port (headless, ExternalName, IPv6).
+    owned = {
+        name: _Record.of(parts.get(name) or ServicePart(), tuple(by_name.get(name, ()))).write()
+        for name in services
+    }
     return {
         "groups": services,
         "ctx": service_context(plan.config, options, _endpoint_comments(totals["endpoints"], options)),
         "totals": totals,
         "segments": segments,
+        "owned": owned,
+        "owned_chains": owned_chains,  # (not stored: which chains plan_change keeps per Service)
     }
+
+
+@dataclass(frozen=True)
+class _Record:
+    """What one Service has loaded, as the state keeps it: its own chains, its UDP ports (for
+    conntrack cleanup) and its counts (endpoint comments, route_localnet)."""
+
+    chains: dict[str, dict[str, str]]  # table -> chain -> rules
+    udp: tuple[str, ...]
+    endpoints: int
+    nodeports: int
+
+    @classmethod
+    def of(cls, part: ServicePart, source: Any) -> _Record:
+        ports = source.service_ports if isinstance(source, ServiceResolution) else tuple(source)
+        totals = _totals(ports)
+        chains = {t: {c: "\n".join(r) for c, r in own.items()} for t, own in part.chains.items()}
+        return cls(chains, tuple(udp_facts_of(_ipv4(ports))), totals["endpoints"], totals["nodeports"])
+
+    def write(self) -> bytes:
+        return marshal.dumps((self.chains, self.udp, self.endpoints, self.nodeports))
+
+    @classmethod
+    def read(cls, data: Any) -> _Record | None:
+        if not isinstance(data, bytes):
+            return None
+        try:
+            chains, udp, endpoints, nodeports = marshal.loads(data)
+        except (ValueError, EOFError, TypeError):
+            return None
+        return cls(chains, tuple(udp), endpoints, nodeports)
+
+
+def _flat(old: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A state whose tables hold every chain (the Services' own chains put back in)."""
+    if old is None or not isinstance(old.get("owned"), dict):
+        return old
+    tables = {t: dict(chains) for t, chains in old.get("tables", {}).items()}
+    for data in old["owned"].values():
+        record = _Record.read(data)
+        if record is None:
+            continue
+        for table, chains in record.chains.items():
+            tables.setdefault(table, {}).update(chains)
+    return {**old, "tables": tables}
 
 
 def _service_key(name: str) -> tuple[str, str]:
@@ -954,18 +1071,14 @@ def _splice(
     counts: dict[str, int],
     head: int,
     changed: set[str],
-    old_rules: dict[str, list[str]],
     new_rules: dict[str, list[str]],
 ) -> tuple[list[str], dict[str, int]] | None:
     """A shared chain with the changed Services' rules replaced.
 
     The chain is `head` fixed rules, each Service's rules in plan order (`counts`, in that
-    order), then fixed rules. Returns the new rules and counts, or None when the chain does not
-    hold the changed Services' old rules where the counts say (then the whole plan is diffed)."""
+    order), then fixed rules. Returns the new rules and counts, or None when the chain is
+    shorter than the counts say (then the whole plan is diffed)."""
     rules = text.split("\n") if text else []
-    for name, expected in old_rules.items():
-        if counts.get(name, 0) != len(expected):
-            return None
     out = rules[:head]
     out_counts: dict[str, int] = {}
     pending = sorted(new_rules, key=_service_key)
@@ -977,12 +1090,8 @@ def _splice(
             out.extend(new_rules[pending[i]])
             out_counts[pending[i]] = len(new_rules[pending[i]])
             i += 1
-        segment = rules[position : position + count]
-        if name in changed:
-            if segment != old_rules.get(name):
-                return None
-        else:
-            out.extend(segment)
+        if name not in changed:
+            out.extend(rules[position : position + count])
             out_counts[name] = count
         position += count
     for name in pending[i:]:
