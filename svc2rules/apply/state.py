@@ -218,9 +218,7 @@ def _diff_hinted(old: dict[Any, Any], new: dict[Any, Any], hint: dict[Any, Itera
             continue
         keys = hint.get(key)
         if keys is None or not isinstance(value, dict) or not isinstance(before, dict):
-            inner = (
-                _diff(before, value) if isinstance(value, dict) and isinstance(before, dict) else None
-            )
+            inner = _diff(before, value) if isinstance(value, dict) and isinstance(before, dict) else None
             if inner is None:
                 out[key] = (_SET, value)
             elif inner:
