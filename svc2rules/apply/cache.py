@@ -161,15 +161,14 @@ class CompileCache:
         """Remember this run's input (and nothing older: what is not in the input is dropped).
         Best effort: a cache that cannot be written is only a slower next run."""
         fingerprints = compiled.fingerprints
-        objects: dict[Fingerprint, Located] = {}
-        new: list[tuple[Fingerprint, bytes, Identity]] = []
+        known: dict[Fingerprint, Located] = {}
+        new: list[int] = []  # input indices of the objects the log does not hold yet
         for i in compiled.valid:
-            fingerprint = fingerprints[i]
-            known = self.objects.get(fingerprint)
-            if known is not None:
-                objects[fingerprint] = known
-            elif fingerprint not in objects:
-                new.append((fingerprint, compiled.encoded(i), compiled.identities[i]))
+            located = self.objects.get(fingerprints[i])
+            if located is not None:
+                known[fingerprints[i]] = located
+            else:
+                new.append(i)
         groups: dict[Fingerprint, tuple[tuple[WarningTuple, ...], Members]] = {}
         for entry in compiled.services:
             known_group = self.groups.get(entry.fingerprint)
@@ -185,36 +184,30 @@ class CompileCache:
         if (
             not new
             and groups.keys() == self.groups.keys()
-            and objects.keys() == self.objects.keys()
+            and known.keys() == self.objects.keys()
             and sources == self.sources
         ):
             return
         try:
-            log_length = self._append(objects, new)
+            objects, log_length = self._append(compiled, known, new)
             _write(self.path, {"objects": objects, "groups": groups, "sources": sources}, log_length)
         except (OSError, ValueError):
             return
         self.objects, self.groups, self.sources, self.log_length = objects, groups, sources, log_length
 
     def _append(
-        self, objects: dict[Fingerprint, Located], new: list[tuple[Fingerprint, bytes, Identity]]
-    ) -> int:
-        """Add the new objects to the log (rewriting it with the live ones when it is mostly
-        dead); fills `objects` in and returns the log's length."""
+        self, compiled: IncrementalCompile, known: dict[Fingerprint, Located], new: list[int]
+    ) -> tuple[dict[Fingerprint, Located], int]:
+        """Add the new objects to the log, or rewrite it when it is mostly dead (or missing);
+        returns where every live object lies and the log's length."""
         log = _log_path(self.path)
-        live = sum(entry[1] for entry in objects.values()) + sum(len(e) for _, e, _ in new)
-        carried: list[tuple[Fingerprint, bytes, Identity]] = []
+        live = sum(entry[1] for entry in known.values()) + sum(len(compiled.encoded(i)) for i in new)
         start = self.log_length
-        if start > _LOG_SLACK * live + (1 << 20) or not log.exists():
-            old = log.read_bytes() if objects else b""
-            for fingerprint, (offset, length, crc, identity) in objects.items():
-                encoded = old[offset : offset + length]
-                if len(encoded) != length or zlib.crc32(encoded) != crc:
-                    raise ValueError("objects log unreadable")
-                carried.append((fingerprint, encoded, identity))
-            start = 0
-        records = carried + new
-        if start == 0:
+        objects = dict(known)
+        if start == 0 or start > _LOG_SLACK * live + (1 << 20) or not log.exists():
+            # Every live object is in this run's input: the fresh log is written from it, never
+            # from the old log (which may be damaged, or be another run's that died).
+            start, objects, new = 0, {}, compiled.valid
             # A fresh log is a new file: whatever was there (damaged, or with other permissions)
             # is not appended to.
             with contextlib.suppress(FileNotFoundError):
@@ -226,12 +219,18 @@ class CompileCache:
             fh.seek(start)
             offset = start
             chunks = []
-            for fingerprint, encoded, identity in records:
-                objects[fingerprint] = (offset, len(encoded), zlib.crc32(encoded), identity)
+            for i in new:
+                encoded = compiled.encoded(i)
+                objects[compiled.fingerprints[i]] = (
+                    offset,
+                    len(encoded),
+                    zlib.crc32(encoded),
+                    compiled.identities[i],
+                )
                 chunks.append(encoded)
                 offset += len(encoded)
             fh.write(b"".join(chunks))
-        return offset
+        return objects, offset
 
 
 def _index_fields(index: ListIndex) -> tuple[Any, ...]:

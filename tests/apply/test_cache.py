@@ -97,6 +97,22 @@ def test_a_damaged_cache_is_ignored_or_only_costs_time(tmp_path: Path, how: str,
     assert CompileCache.load(index).note is None
 
 
+def test_a_damaged_object_in_the_log_is_repaired_when_the_log_is_rewritten(tmp_path: Path) -> None:
+    """A damaged byte in an object every later input keeps: the log's rewrite must not fail on
+    it run after run (the cache would stop learning); it writes the objects afresh."""
+    remembered(tmp_path, synthetic_cluster(300, 2))
+    log = cache_path(tmp_path, "iptables").with_name("iptables.cache-objects")
+    data = bytearray(log.read_bytes())
+    data[20] ^= 0xFF  # in the first Service, which every input below keeps
+    log.write_bytes(bytes(data))
+    for shift in range(1, 16):  # every slice changes: the log grows until it is rewritten
+        text = synthetic_cluster(300, 2, shift=shift)
+        cache = remembered(tmp_path, text)
+    assert log.stat().st_size < 1 << 20
+    assert list(compile_incremental(sources(text), CONFIG, cache).fresh()) == []
+    assert all(cache.encoded(fingerprint) is not None for fingerprint in cache.objects)
+
+
 def test_a_cache_from_another_svc2rules_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     text = synthetic_cluster(10, 2)
     remembered(tmp_path, text)
