@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from itertools import repeat
 from typing import Any, NamedTuple
 
-from svc2rules.load.parse import RawObject, looks_like_json, text_has_aliases
+from svc2rules.load.parse import RawObject, list_item, looks_like_json, text_has_aliases
 
 DIGEST_SIZE = 16
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
@@ -61,10 +61,7 @@ class ScannedList:
 
     def raw_object(self, name: str, data: dict[str, Any]) -> RawObject:
         """An item as parse.parse_source makes it an object (typed lists lend their kind)."""
-        kind, api_version = self.context
-        if "kind" not in data and kind != "List":
-            data = {**data, "kind": kind[: -len("List")], "apiVersion": api_version}
-        return RawObject(name, data)
+        return RawObject(name, list_item(data, *self.context))
 
 
 def decode_text(data: bytes) -> str | None:

@@ -171,9 +171,14 @@ def _flatten(name: str, index: int, doc: Any, objects: list[RawObject], problems
                     Diagnostic(name, f"document {index + 1}: items[{i}]: expected a Kubernetes object")
                 )
                 continue
-            # Typed lists (ServiceList) may omit kind/apiVersion on items, as `kubectl -o json` does not.
-            if "kind" not in item and kind != "List":
-                item = {**item, "kind": kind[: -len("List")], "apiVersion": doc.get("apiVersion")}
-            objects.append(RawObject(name, item))
+            objects.append(RawObject(name, list_item(item, kind, doc.get("apiVersion"))))
         return
     objects.append(RawObject(name, doc))
+
+
+def list_item(item: dict[str, Any], kind: str, api_version: Any) -> dict[str, Any]:
+    """An item of a `kind` list as an object: typed lists (ServiceList) may omit kind and
+    apiVersion on items, as `kubectl -o json` does not, and lend them their own."""
+    if "kind" not in item and kind != "List":
+        return {**item, "kind": kind[: -len("List")], "apiVersion": api_version}
+    return item

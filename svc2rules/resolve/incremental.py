@@ -39,6 +39,7 @@ from svc2rules.errors import Diagnostic, InputError
 from svc2rules.ir import Plan
 from svc2rules.load import RawObject, Source, parse_source
 from svc2rules.load.listing import ListIndex, ScannedList, decode_text, rescan_list, scan_list
+from svc2rules.load.parse import list_item
 from svc2rules.model.endpoints import Endpoints
 from svc2rules.model.endpointslice import SERVICE_NAME_LABEL, EndpointSlice
 from svc2rules.model.meta import KubeObject
@@ -119,8 +120,8 @@ def decode_object(encoded: bytes) -> dict[str, Any] | None:
             context, _, text = encoded[1:].partition(b"\n")
             kind, api_version = json.loads(context)
             data = json.loads(text)
-            if isinstance(data, dict) and "kind" not in data and kind != "List":
-                data = {**data, "kind": kind[: -len("List")], "apiVersion": api_version}
+            if isinstance(data, dict):
+                data = list_item(data, kind, api_version)
         else:
             return None
     except (ValueError, EOFError, TypeError):
