@@ -40,7 +40,7 @@ class ListIndex:
     tail: bytes  # digest of text[items_close:]
     starts: tuple[int, ...]
     ends: tuple[int, ...]
-    digests: tuple[bytes, ...]  # item_digest() of each item
+    digests: tuple[bytes, ...]  # _digest() of each item, with the list's context
 
 
 class ListItem(NamedTuple):
@@ -74,7 +74,8 @@ def decode_text(data: bytes) -> str | None:
         return None
 
 
-def item_digest(context: bytes, text: str) -> bytes:
+def _digest(text: str, context: bytes = b"") -> bytes:
+    """Of a list's head or tail, or of an item (with its list's kind and apiVersion)."""
     return hashlib.blake2b(context + text.encode("utf-8", "surrogatepass"), digest_size=DIGEST_SIZE).digest()
 
 
@@ -138,8 +139,8 @@ def _scan(text: str) -> ScannedList | None:
     if not isinstance(kind, str) or not kind.endswith("List"):
         return None
     context = _context_bytes(kind, api_version)
-    items = [ListItem(s, e, item_digest(context, text[s:e]), data) for s, e, data in spans]
-    index = _index(text, items_open, items_close, items, context)
+    items = [ListItem(s, e, _digest(text[s:e], context), data) for s, e, data in spans]
+    index = _index(text, items_open, items_close, items)
     return ScannedList(index, items, (kind, api_version))
 
 
@@ -163,11 +164,7 @@ def _scan_items(text: str, pos: int) -> tuple[list[tuple[int, int, dict[str, Any
         pos = _skip(text, pos + 1)
 
 
-def _digest(text: str) -> bytes:
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=DIGEST_SIZE).digest()
-
-
-def _index(text: str, items_open: int, items_close: int, items: list[ListItem], context: bytes) -> ListIndex:
+def _index(text: str, items_open: int, items_close: int, items: list[ListItem]) -> ListIndex:
     return ListIndex(
         len(text),
         items_open,
@@ -209,7 +206,7 @@ def _rescan(text: str, old: ListIndex, context: tuple[str, Any]) -> ScannedList 
         start, end = old.starts[k], old.ends[k]
         if end > close or not _separator_ok(text, separator_start, start, first=k == 0):
             break
-        if item_digest(context_bytes, text[start:end]) != old.digests[k]:
+        if _digest(text[start:end], context_bytes) != old.digests[k]:
             break
         separator_start = end
         k += 1
@@ -220,7 +217,7 @@ def _rescan(text: str, old: ListIndex, context: tuple[str, Any]) -> ScannedList 
         start, end = old.starts[j - 1] + shift, old.ends[j - 1] + shift
         if start < separator_start or not _separator_ok(text, end, separator_end, last=j == count):
             break
-        if item_digest(context_bytes, text[start:end]) != old.digests[j - 1]:
+        if _digest(text[start:end], context_bytes) != old.digests[j - 1]:
             break
         separator_end = start
         j -= 1
@@ -228,12 +225,12 @@ def _rescan(text: str, old: ListIndex, context: tuple[str, Any]) -> ScannedList 
     if middle is None:
         return None
     items = list(map(ListItem, old.starts[:k], old.ends[:k], old.digests[:k], repeat(None, k)))
-    items += [ListItem(s, e, item_digest(context_bytes, text[s:e]), data) for s, e, data in middle]
+    items += [ListItem(s, e, _digest(text[s:e], context_bytes), data) for s, e, data in middle]
     items += [
         ListItem(start + shift, end + shift, digest, None)
         for start, end, digest in zip(old.starts[j:], old.ends[j:], old.digests[j:], strict=True)
     ]
-    index = _index(text, old.items_open, close, items, context_bytes)
+    index = _index(text, old.items_open, close, items)
     return ScannedList(index, items, context)
 
 
