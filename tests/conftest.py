@@ -76,6 +76,13 @@ def to_yaml(*objects: dict[str, Any]) -> str:
     return yaml.safe_dump_all(objects, sort_keys=False)
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # The `root` marker is the one switch: a marked test skips with the reason as a plain
+    # user, whatever fixtures it uses, instead of failing inside `ip netns add`.
+    if item.get_closest_marker("root") is not None and os.geteuid() != 0:
+        pytest.skip("needs root: creates network namespaces and loads rules into the real kernel")
+
+
 def requires_root() -> pytest.MarkDecorator:
     return pytest.mark.skipif(
         os.geteuid() != 0, reason="needs root: creates network namespaces and loads rules"

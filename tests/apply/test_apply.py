@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import fcntl
 import os
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from .helpers import BACKENDS, CLI, Host, small_cluster
+from .helpers import BACKENDS, Host, small_cluster
 
 pytestmark = pytest.mark.root
 
@@ -266,29 +265,6 @@ def test_busy_lock_is_a_retryable_exit_3(host: Host, manifests: Path, backend: s
     assert proc.returncode == 3
     assert "retry" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert "SVC2R" not in host.ruleset() and "svc2rules" not in host.ruleset()
-
-
-def test_without_net_admin_one_line_exit_1(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        argv = [CLI, "apply", "-f", "-", "--state-dir", str(tmp_path)]
-    else:
-        # Drop every capability, as an unprivileged user would run it.
-        argv = [
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            CLI,
-            "apply",
-            "-f",
-            "-",
-            "--state-dir",
-            str(tmp_path),
-        ]
-    proc = subprocess.run(argv, input=small_cluster(), capture_output=True, text=True, check=False)
-    assert proc.returncode == 1, proc.stderr
-    assert proc.stderr.strip() == "error: needs root or CAP_NET_ADMIN to read and change the host's rules"
 
 
 def test_switching_backend_warns_about_the_other_backends_rules(host: Host, manifests: Path) -> None:

@@ -12,6 +12,7 @@ emptied; an EndpointSlice added or removed; affinity toggled; objects reordered)
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,6 +99,10 @@ def source(objects: list[dict[str, Any]]) -> list[Source]:
     ]
 
 
+def names(objects: list[dict[str, Any]], kind: str) -> set[str]:
+    return {obj["metadata"]["name"] for obj in objects if obj["kind"] == kind}
+
+
 def edit(objects: list[dict[str, Any]], data: st.DataObject) -> list[dict[str, Any]]:
     """One to three random edits of the kinds a cluster sees."""
     out = copy.deepcopy(objects)
@@ -149,7 +154,11 @@ def edit(objects: list[dict[str, Any]], data: st.DataObject) -> list[dict[str, A
                     "apiVersion": "discovery.k8s.io/v1",
                     "kind": "EndpointSlice",
                     "metadata": {
-                        "name": f"{name}-extra{len(out)}",
+                        "name": next(
+                            candidate
+                            for n in itertools.count(len(out))
+                            if (candidate := f"{name}-extra{n}") not in names(out, "EndpointSlice")
+                        ),
                         "namespace": svc["metadata"]["namespace"],
                         "labels": {"kubernetes.io/service-name": name},
                     },
@@ -172,7 +181,9 @@ def edit(objects: list[dict[str, Any]], data: st.DataObject) -> list[dict[str, A
         elif kind == "drop-service":
             out.remove(data.draw(st.sampled_from(services)))
         elif kind == "add-service":
-            index = 40 + len(out)
+            # A name (and ClusterIP, NodePort) no Service in `out` has: two additions with a
+            # removal between them must not collide.
+            index = next(n for n in itertools.count(40 + len(out)) if f"svc{n}" not in names(out, "Service"))
             new = data.draw(clusters(max_services=1))
             for obj in new:
                 obj["metadata"]["name"] = obj["metadata"]["name"].replace("svc0", f"svc{index}", 1)
@@ -182,7 +193,7 @@ def edit(objects: list[dict[str, Any]], data: st.DataObject) -> list[dict[str, A
             new[0]["spec"]["clusterIP"] = f"172.30.{index}.1"
             for port in new[0]["spec"]["ports"]:
                 if "nodePort" in port:
-                    port["nodePort"] += 400
+                    port["nodePort"] += 10 * index
             out.extend(new)
         else:
             out = data.draw(st.permutations(out))
