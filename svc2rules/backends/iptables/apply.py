@@ -117,6 +117,17 @@ def _norm(spec: str) -> str:
         return spec
 
 
+def _list_argv(table: str, chain: str) -> list[str]:
+    return ["iptables", "-w", XTABLES_WAIT, "-t", table, "-S", chain]
+
+
+def _listed_rules(result: Result, chain: str) -> list[str] | None:
+    """The rules of `chain` as its listing (_list_argv) printed them, or None if it failed."""
+    if not result.ok:
+        return None
+    return [line[len(f"-A {chain} ") :] for line in result.stdout.splitlines() if line.startswith("-A ")]
+
+
 def _chain_of(line: str) -> str | None:
     parts = line.split(None, 2)
     if len(parts) >= 2 and parts[0] in ("-A", "-I", "-R", "-D", "-X", "-F", "-N"):
@@ -170,10 +181,7 @@ class IptablesApplier:
     # -- reading the kernel ----------------------------------------------------------------
 
     def _list_chain(self, runner: Runner, table: str, chain: str) -> list[str] | None:
-        result = runner.run(["iptables", "-w", XTABLES_WAIT, "-t", table, "-S", chain])
-        if not result.ok:
-            return None
-        return [line[len(f"-A {chain} ") :] for line in result.stdout.splitlines() if line.startswith("-A ")]
+        return _listed_rules(runner.run(_list_argv(table, chain)), chain)
 
     def marker(self, runner: Runner, state: dict[str, Any] | None) -> str | None:
         if state is not None and state.get("prefix"):
@@ -192,17 +200,10 @@ class IptablesApplier:
         wanted = [(table, chain) for table in tables for chain in BUILTIN_CHAINS[table]]
         # Listed at once: seven listings one after the other cost more than the rest of a
         # one-Service plan.
-        results = runner.run_many(
-            [["iptables", "-w", XTABLES_WAIT, "-t", table, "-S", chain] for table, chain in wanted]
-        )
+        results = runner.run_many([_list_argv(table, chain) for table, chain in wanted])
         out: dict[str, dict[str, list[str]]] = {table: {} for table in tables}
         for (table, chain), result in zip(wanted, results, strict=True):
-            rules = (
-                [line[len(f"-A {chain} ") :] for line in result.stdout.splitlines() if line.startswith("-A ")]
-                if result.ok
-                else []
-            )
-            ours = [r for r in rules if self._targets_us(r)]
+            ours = [r for r in _listed_rules(result, chain) or [] if self._targets_us(r)]
             if ours:
                 out[table][chain] = ours
         return out
