@@ -32,7 +32,7 @@ import os
 import re
 import shlex
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +53,6 @@ from svc2rules.errors import ApplyError, LockBusyError
 from svc2rules.ir import IPFamily, Plan, ServicePort
 from svc2rules.naming import ChainNames
 from svc2rules.resolve.incremental import IncrementalCompile
-from svc2rules.resolve.plan import ServiceResolution
 
 TABLE_ORDER = ("nat", "filter")
 BUILTIN_CHAINS = {
@@ -424,7 +423,7 @@ class IptablesApplier:
             name: service_part(config, r.service_ports, options, endpoint_comments=comments_on)
             for name, r in after_resolutions.items()
         }
-        after = {name: _Record.of(new_parts[name], r) for name, r in after_resolutions.items()}
+        after = {name: _Record.of(new_parts[name], r.service_ports) for name, r in after_resolutions.items()}
         new_totals = {
             "endpoints": endpoints,
             "nodeports": totals.get("nodeports", 0)
@@ -960,17 +959,6 @@ def _totals(ports: Iterable[ServicePort]) -> dict[str, int]:
     }
 
 
-def _totals_delta(
-    totals: dict[str, int], before: Iterable[ServiceResolution], after: Iterable[ServiceResolution]
-) -> dict[str, int]:
-    out = dict(totals)
-    for sign, resolutions in ((-1, before), (1, after)):
-        for resolution in resolutions:
-            for key, value in _totals(resolution.service_ports).items():
-                out[key] = out.get(key, 0) + sign * value
-    return out
-
-
 def service_context(config: ProxyConfig, options: RenderOptions, endpoint_comments: bool) -> str:
     """Everything every Service's rules depend on besides its own objects: a Service's part of
     the state is reused only while this is unchanged."""
@@ -1003,8 +991,7 @@ def _by_service_state(
         by_name.setdefault(f"{sp.key.namespace}/{sp.key.name}", []).append(sp)
     # Every Service has a record, even one with no IPv4 port (headless, ExternalName, IPv6).
     owned = {
-        name: _Record.of(parts.get(name) or ServicePart(), tuple(by_name.get(name, ()))).write()
-        for name in services
+        name: _Record.of(parts.get(name) or ServicePart(), by_name.get(name, [])).write() for name in services
     }
     return {
         "groups": services,
@@ -1027,8 +1014,7 @@ class _Record:
     nodeports: int
 
     @classmethod
-    def of(cls, part: ServicePart, source: Any) -> _Record:
-        ports = source.service_ports if isinstance(source, ServiceResolution) else tuple(source)
+    def of(cls, part: ServicePart, ports: Sequence[ServicePort]) -> _Record:
         totals = _totals(ports)
         chains = {t: {c: "\n".join(r) for c, r in own.items()} for t, own in part.chains.items()}
         return cls(chains, tuple(udp_facts_of(_ipv4(ports))), totals["endpoints"], totals["nodeports"])
