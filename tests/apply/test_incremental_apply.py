@@ -42,23 +42,35 @@ def apply(host: Host, manifest: Path, backend: str, *extra: str) -> str:
     return proc.stderr
 
 
+def applied(fresh: Any, tmp_path: Path, backend: str, services: int) -> tuple[Host, Host, Path, str]:
+    """A host with `services` synthetic Services applied, a fresh host to compare it with, and
+    the manifest with its text."""
+    host, reference = fresh("inc"), fresh("ref")
+    manifest = tmp_path / "cluster.json"
+    base = synthetic_cluster(services, 2)
+    manifest.write_text(base)
+    apply(host, manifest, backend)
+    return host, reference, manifest, base
+
+
+def assert_as_fresh(host: Host, reference: Host, manifest: Path, backend: str) -> None:
+    """The host has the rules a fresh apply of the manifest loads."""
+    apply(reference, manifest, backend)
+    assert host.ours(backend) == reference.ours(backend)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_change_renders_and_writes_only_the_changed_service(
     fresh: Any, tmp_path: Path, backend: str
 ) -> None:
-    host, reference = fresh("inc"), fresh("ref")
-    manifest = tmp_path / "cluster.json"
-    base = synthetic_cluster(60, 2)
-    manifest.write_text(base)
-    apply(host, manifest, backend)
+    host, reference, manifest, base = applied(fresh, tmp_path, backend, 60)
     assert (host.state_dir / f"{backend}.cache").exists()
     manifest.write_text(moved(base))
     stderr = apply(host, manifest, backend)
     assert "incremental" in stderr and "ignored" not in stderr, stderr
     proc = host.run(host.apply_argv(manifest, backend, "--dry-run"), check=False)
     assert proc.returncode == 0 and "no changes" in proc.stderr, proc.stderr
-    apply(reference, manifest, backend)
-    assert host.ours(backend) == reference.ours(backend)
+    assert_as_fresh(host, reference, manifest, backend)
     # Back, through a Service added and one removed on the way.
     doc = json.loads(base)
     doc["items"] = doc["items"][2:] + json.loads(synthetic_cluster(1, 3, shift=500))["items"]
@@ -68,8 +80,7 @@ def test_a_change_renders_and_writes_only_the_changed_service(
     doc["items"][-2]["spec"]["clusterIP"] = "172.21.0.9"
     manifest.write_text(json.dumps(doc))
     assert "incremental" in apply(host, manifest, backend)
-    apply(reference, manifest, backend)
-    assert host.ours(backend) == reference.ours(backend)
+    assert_as_fresh(host, reference, manifest, backend)
 
 
 def _damage(host: Host, backend: str, what: str) -> None:
@@ -101,11 +112,7 @@ def _damage(host: Host, backend: str, what: str) -> None:
 def test_a_damaged_cache_or_state_only_costs_time(
     fresh: Any, tmp_path: Path, backend: str, what: str
 ) -> None:
-    host, reference = fresh("inc"), fresh("ref")
-    manifest = tmp_path / "cluster.json"
-    base = synthetic_cluster(30, 2)
-    manifest.write_text(base)
-    apply(host, manifest, backend)
+    host, reference, manifest, base = applied(fresh, tmp_path, backend, 30)
     _damage(host, backend, what)
     manifest.write_text(moved(base, 3))
     stderr = apply(host, manifest, backend)
@@ -113,13 +120,11 @@ def test_a_damaged_cache_or_state_only_costs_time(
         assert "compile cache" in stderr and "ignored" in stderr, stderr
     if what.startswith("state"):
         assert "missing or damaged bulk file" in stderr, stderr
-    apply(reference, manifest, backend)
-    assert host.ours(backend) == reference.ours(backend)
+    assert_as_fresh(host, reference, manifest, backend)
     # And the run after is incremental again.
     manifest.write_text(base)
     assert "incremental" in apply(host, manifest, backend)
-    apply(reference, manifest, backend)
-    assert host.ours(backend) == reference.ours(backend)
+    assert_as_fresh(host, reference, manifest, backend)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
