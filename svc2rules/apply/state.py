@@ -187,18 +187,21 @@ class StateStore:
                     path.unlink()
 
 
-def _diff(old: dict[Any, Any], new: dict[Any, Any], touched: Touched | None = None) -> dict[Any, Any]:
+def _diff(old: dict[Any, Any], new: dict[Any, Any], touched: dict[Any, Any] | None = None) -> dict[Any, Any]:
     """How to turn `old` into `new`, recursing into dicts both have. Values the applier carried
-    over are the same objects, so an unchanged table costs one identity check; `touched` names,
-    per bulk entry and inner table, the only keys that may differ."""
+    over are the same objects, so an unchanged table costs one identity check. `touched` is a
+    Touched (per bulk entry, per inner table, the only keys that may differ) or a level of one."""
     out: dict[Any, Any] = {}
     for key, value in new.items():
         before = old.get(key, _DELETE_MARK)
         if before is value:
             continue
-        hint = touched.get(key) if touched is not None else None
         if isinstance(value, dict) and isinstance(before, dict):
-            inner = _diff_hinted(before, value, hint) if hint is not None else _diff(before, value)
+            hint = touched.get(key) if touched is not None else None
+            if hint is None or isinstance(hint, dict):
+                inner = _diff(before, value, hint)
+            else:
+                inner = _diff_keys(before, value, hint)
             if inner:
                 out[key] = (_PATCH, inner)
         elif before is _DELETE_MARK or before != value or type(before) is not type(value):
@@ -208,36 +211,17 @@ def _diff(old: dict[Any, Any], new: dict[Any, Any], touched: Touched | None = No
     return out
 
 
-def _diff_hinted(old: dict[Any, Any], new: dict[Any, Any], hint: dict[Any, Iterable[Any]]) -> dict[Any, Any]:
-    """_diff of a table of tables where only the keys `hint` lists may differ in each inner
-    table it names (the others are compared whole)."""
+def _diff_keys(old: dict[Any, Any], new: dict[Any, Any], keys: Iterable[Any]) -> dict[Any, Any]:
+    """_diff of two tables that differ at most at `keys` (their values compared whole)."""
     out: dict[Any, Any] = {}
-    for key, value in new.items():
-        before = old.get(key, _DELETE_MARK)
-        if before is value:
+    for key in keys:
+        after, before = new.get(key, _DELETE_MARK), old.get(key, _DELETE_MARK)
+        if after is before:
             continue
-        keys = hint.get(key)
-        if keys is None or not isinstance(value, dict) or not isinstance(before, dict):
-            inner = _diff(before, value) if isinstance(value, dict) and isinstance(before, dict) else None
-            if inner is None:
-                out[key] = (_SET, value)
-            elif inner:
-                out[key] = (_PATCH, inner)
-            continue
-        inner = {}
-        for k in keys:
-            after = value.get(k, _DELETE_MARK)
-            was = before.get(k, _DELETE_MARK)
-            if after is was:
-                continue
-            if after is _DELETE_MARK:
-                inner[k] = (_DELETE,)
-            elif was is _DELETE_MARK or was != after or type(was) is not type(after):
-                inner[k] = (_SET, after)
-        if inner:
-            out[key] = (_PATCH, inner)
-    for key in old.keys() - new.keys():
-        out[key] = (_DELETE,)
+        if after is _DELETE_MARK:
+            out[key] = (_DELETE,)
+        elif before is _DELETE_MARK or before != after or type(before) is not type(after):
+            out[key] = (_SET, after)
     return out
 
 
