@@ -81,8 +81,10 @@ class Desired:
     tables: dict[str, Chains]
     jumps: dict[str, list[tuple[str, str]]]
     udp: dict[str, dict[str, Any]]
-    # With the Services' fingerprints: the state entries the next run plans per Service from.
+    # With the Services' fingerprints: the state entries the next run plans per Service from,
+    # and the chains the Services own (the state keeps them in each Service's record).
     by_service: dict[str, Any] | None = None
+    owned_chains: dict[str, set[str]] = field(default_factory=dict)
     _origins: dict[str, str] | None = None
 
     def origins(self) -> dict[str, str]:
@@ -153,11 +155,13 @@ class IptablesApplier:
         also what the state needs to plan the next run Service by Service."""
         self.names = ChainNames(options.chain_prefix)
         by_service: dict[str, Any] | None = None
+        owned_chains: dict[str, set[str]] = {}
         if services is None:
             tables, _ = build_tables(plan, options)
         else:
             tables, parts = split_by_service(plan, options)
             by_service = _by_service_state(plan, options, services, parts)
+            owned_chains = {t: {c for p in parts.values() for c in p.chains.get(t, {})} for t in TABLE_ORDER}
         out: dict[str, Chains] = {}
         jumps: dict[str, list[tuple[str, str]]] = {}
         for table in tables:
@@ -167,7 +171,7 @@ class IptablesApplier:
             out[table.name] = chains
             jumps[table.name] = [(j.chain, j.spec) for j in table.jumps] if options.jumps else []
         udp = udp_facts(plan, plan.for_family(IPFamily.IPv4))
-        desired = Desired(plan, options, self.names, out, jumps, udp, by_service)
+        desired = Desired(plan, options, self.names, out, jumps, udp, by_service, owned_chains)
         self.desired_cache = desired
         return desired
 
@@ -267,9 +271,9 @@ class IptablesApplier:
             chains = dict(desired.tables.get(table, {}))
             chains[marker] = [_marker_rule(generation)]
             new_tables[table] = chains
-        by_service = dict(desired.by_service) if desired.by_service is not None else None
+        by_service = desired.by_service
         # Chains a Service owns are kept with it (by_service["owned"]), the rest here.
-        owned: dict[str, set[str]] = by_service.pop("owned_chains", {}) if by_service else {}
+        owned = desired.owned_chains
         state_tables = {
             t: {c: "\n".join(r) for c, r in new_tables[t].items() if c not in owned.get(t, ())}
             for t in TABLE_ORDER
@@ -979,13 +983,10 @@ def _by_service_state(
 ) -> dict[str, Any]:
     totals = _totals(plan.service_ports)
     segments: dict[str, dict[str, dict[str, int]]] = {t: {} for t in TABLE_ORDER}
-    owned_chains: dict[str, set[str]] = {t: set() for t in TABLE_ORDER}
     for name, part in parts.items():
         for table, shared in part.shared.items():
             for chain, rules in shared.items():
                 segments[table].setdefault(chain, {})[name] = len(rules)
-        for table, chains in part.chains.items():
-            owned_chains[table].update(chains)
     by_name: dict[str, list[ServicePort]] = {}
     for sp in plan.service_ports:
         by_name.setdefault(f"{sp.key.namespace}/{sp.key.name}", []).append(sp)
@@ -999,7 +1000,6 @@ def _by_service_state(
         "totals": totals,
         "segments": segments,
         "owned": owned,
-        "owned_chains": owned_chains,  # (not stored: which chains plan_change keeps per Service)
     }
 
 
