@@ -58,8 +58,15 @@ class Runner:
             raise ApplyError(f"{argv[0]} not found: install it (iptables, nftables, conntrack packages)")
         return [path, *argv[1:]]
 
-    def run(self, argv: Sequence[str], *, stdin: str | None = None, loader: bool = False) -> Result:
-        """Run argv; never raises on a non-zero exit (callers map errors themselves)."""
+    def run(
+        self, argv: Sequence[str], *, stdin: str | None = None, loader: bool = False, holds_lock: bool = False
+    ) -> Result:
+        """Run argv; never raises on a non-zero exit (callers map errors themselves).
+
+        `holds_lock`: the process inherits the lock without being a loader. `nft -c` is one:
+        the kernel runs its batch and then aborts it, and a listing taken meanwhile can show
+        a mix of the batch's elements and the live ones; if `apply` is killed during the
+        check, whoever takes the lock next must not read while it is still running."""
         full = self._resolve(argv)
         self.log.append(tuple(argv))
         try:
@@ -72,7 +79,7 @@ class Runner:
                 # commits is the one way to leave a half-written host.
                 timeout=None if loader else self.timeout,
                 check=False,
-                pass_fds=self.keep_fds if loader else (),
+                pass_fds=self.keep_fds if loader or holds_lock else (),
                 start_new_session=loader,
             )
         except subprocess.TimeoutExpired as exc:

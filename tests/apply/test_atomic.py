@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import fcntl
 import os
 import random
@@ -36,6 +37,16 @@ def wait_for_lock(host: Host, timeout: float = 120.0) -> None:
         os.close(fd)
 
 
+def _closest_difference(live: str, dumps: dict[str, str]) -> str:
+    """The lines by which `live` differs from the nearer of the two dumps (for the failure)."""
+    diffs = {
+        name: [ln for ln in difflib.unified_diff(dump.splitlines(), live.splitlines(), lineterm="", n=0)]
+        for name, dump in dumps.items()
+    }
+    name = min(diffs, key=lambda n: len(diffs[n]))
+    return f"live vs {name}:\n" + "\n".join(diffs[name][:40])
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_sigkill_leaves_exactly_old_or_new(host: Host, manifests: Path, backend: str) -> None:
     clusters = {}
@@ -67,7 +78,10 @@ def test_sigkill_leaves_exactly_old_or_new(host: Host, manifests: Path, backend:
         wait_for_lock(host)
         live = host.ours(backend)
         matches = [name for name, dump in dumps.items() if dump == live]
-        assert matches, f"kill {i} at {delay:.2f}s (seed {seed}): live ruleset is neither old nor new"
+        assert matches, (
+            f"kill {i} at {delay:.2f}s (seed {seed}): live ruleset is neither old nor new\n"
+            + _closest_difference(live, dumps)
+        )
         current = matches[0]
         seen[current] += 1
     # Whatever state the kills left (pending state files, stale markers), apply recovers.

@@ -235,7 +235,9 @@ class StateKernel(Runner):
         super().__init__()
         self.state = state
 
-    def run(self, argv: Any, *, stdin: str | None = None, loader: bool = False) -> Result:
+    def run(
+        self, argv: Any, *, stdin: str | None = None, loader: bool = False, holds_lock: bool = False
+    ) -> Result:
         argv = tuple(argv)
         if argv[:1] == ("iptables",) and "-S" in argv:
             table, chain = argv[argv.index("-t") + 1], argv[-1]

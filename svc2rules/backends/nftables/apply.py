@@ -491,7 +491,7 @@ class NftablesApplier:
             path = fh.name
         try:
             argv = ["nft", "-c", "-f", path] if check else ["nft", "-f", path]
-            return runner.run(argv, loader=loader), path
+            return runner.run(argv, loader=loader, holds_lock=True), path
         finally:
             os.unlink(path)
 
