@@ -73,6 +73,8 @@ class CompiledApplier(Applier, Protocol):
     # State entries kept in the state's bulk file (see apply/state.py).
     bulk_state_keys: tuple[str, ...]
 
+    def desired(self, plan: Plan, options: RenderOptions, services: dict[str, str] | None = None) -> Any: ...
+
     def plan_compiled(
         self,
         runner: Runner,
@@ -82,3 +84,34 @@ class CompiledApplier(Applier, Protocol):
         options: RenderOptions,
         generation: str,
     ) -> Change: ...
+
+
+def few_services_changed(old: dict[str, Any], compiled: IncrementalCompile) -> bool:
+    """Whether planning Service by Service pays: rendering a quarter of the Services twice (old
+    and new) costs about what rendering the whole plan once does. `old["groups"]` is the
+    state's fingerprint per Service."""
+    old_groups = old.get("groups")
+    if not isinstance(old_groups, dict):
+        return False
+    groups = {entry.name: entry.fingerprint.hex() for entry in compiled.services}
+    changed = sum(1 for name, fp in groups.items() if old_groups.get(name) != fp)
+    changed += sum(1 for name in old_groups if name not in groups)
+    return changed <= max(len(groups), len(old_groups)) // 4 or changed <= 8
+
+
+def plan_whole(
+    applier: CompiledApplier,
+    runner: Runner,
+    old: dict[str, Any] | None,
+    trusted: bool,
+    compiled: IncrementalCompile,
+    options: RenderOptions,
+    generation: str,
+) -> Change:
+    """The change from the whole plan (diffed against the state or the kernel), recording each
+    Service's fingerprint so that the next run can plan Service by Service."""
+    plan = compiled.plan()
+    services = {entry.name: entry.fingerprint.hex() for entry in compiled.services}
+    change = applier.plan_change(runner, old, trusted, applier.desired(plan, options, services), generation)
+    change.sysctls = applier.sysctls(plan)
+    return change

@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any
 
-from svc2rules.apply.base import Change
+from svc2rules.apply.base import Change, few_services_changed, plan_whole
 from svc2rules.apply.cache import code_identity
 from svc2rules.apply.conntrack import udp_facts, udp_facts_of
 from svc2rules.apply.runner import Result, Runner, first_line
@@ -314,7 +314,7 @@ class NftablesApplier:
 
     # -- planning from an incremental compile ------------------------------------------------
 
-    bulk_state_keys = ("elements", "udp", "groups", "shared", "facts")
+    bulk_state_keys: tuple[str, ...] = ("elements", "udp", "groups", "shared", "facts")
 
     def plan_compiled(
         self,
@@ -328,15 +328,11 @@ class NftablesApplier:
         """Update only the changed Services' elements when the state allows it, else diff the
         whole plan's table against the state (or replace it)."""
         self.table = check_table_name(options.table)
-        if trusted and old is not None and _few_changed(old, compiled):
+        if trusted and old is not None and few_services_changed(old, compiled):
             change = self._plan_services(runner, old, compiled, options, generation)
             if change is not None:
                 return change
-        plan = compiled.plan()
-        services = {entry.name: entry.fingerprint.hex() for entry in compiled.services}
-        change = self.plan_change(runner, old, trusted, self.desired(plan, options, services), generation)
-        change.sysctls = self.sysctls(plan)
-        return change
+        return plan_whole(self, runner, old, trusted, compiled, options, generation)
 
     def _plan_services(
         self,
@@ -737,15 +733,3 @@ class _Journal:
             "facts": {"chains": self.chain_counts, "affinity": self.affinity_count},
             "conflicts": self.conflicts,
         }
-
-
-def _few_changed(old: dict[str, Any], compiled: IncrementalCompile) -> bool:
-    """Whether planning Service by Service pays: rendering a quarter of the Services twice (old
-    and new) costs about what rendering the whole plan once does."""
-    old_groups = old.get("groups")
-    if not isinstance(old_groups, dict):
-        return False
-    groups = {entry.name: entry.fingerprint.hex() for entry in compiled.services}
-    changed = sum(1 for name, fp in groups.items() if old_groups.get(name) != fp)
-    changed += sum(1 for name in old_groups if name not in groups)
-    return changed <= max(len(groups), len(old_groups)) // 4 or changed <= 8
