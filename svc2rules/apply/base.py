@@ -75,6 +75,16 @@ class CompiledApplier(Applier, Protocol):
 
     def desired(self, plan: Plan, options: RenderOptions, services: dict[str, str] | None = None) -> Any: ...
 
+    def plan_services(
+        self,
+        runner: Runner,
+        old: dict[str, Any],
+        compiled: IncrementalCompile,
+        options: RenderOptions,
+        generation: str,
+    ) -> Change | None:
+        """The change from the changed Services alone, or None when it needs the whole plan."""
+
     def plan_compiled(
         self,
         runner: Runner,
@@ -99,7 +109,7 @@ def few_services_changed(old: dict[str, Any], compiled: IncrementalCompile) -> b
     return changed <= max(len(groups), len(old_groups)) // 4 or changed <= 8
 
 
-def plan_whole(
+def plan_by_service_or_whole(
     applier: CompiledApplier,
     runner: Runner,
     old: dict[str, Any] | None,
@@ -108,8 +118,13 @@ def plan_whole(
     options: RenderOptions,
     generation: str,
 ) -> Change:
-    """The change from the whole plan (diffed against the state or the kernel), recording each
+    """Plan from the changed Services alone when the state is trusted and few changed; else
+    the change from the whole plan (diffed against the state or the kernel), recording each
     Service's fingerprint so that the next run can plan Service by Service."""
+    if trusted and old is not None and few_services_changed(old, compiled):
+        change = applier.plan_services(runner, old, compiled, options, generation)
+        if change is not None:
+            return change
     plan = compiled.plan()
     services = {entry.name: entry.fingerprint.hex() for entry in compiled.services}
     change = applier.plan_change(runner, old, trusted, applier.desired(plan, options, services), generation)

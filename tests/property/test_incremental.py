@@ -277,7 +277,7 @@ def test_planning_from_the_changed_services_ends_where_the_whole_plan_does(
 
     incremental = compile_incremental(source(changed), CONFIG, memo)
     applier = APPLIERS[backend]()
-    by_service = applier._plan_services(StateKernel(start), start, incremental, options, "2-b")
+    by_service = applier.plan_services(StateKernel(start), start, incremental, options, "2-b")
     # The reference: the whole plan rendered and diffed against the state.
     whole = compile_incremental(source(changed), CONFIG, None)
     full: Any = APPLIERS[backend]()
@@ -356,7 +356,7 @@ def test_common_changes_are_planned_from_their_services_alone(backend: str, edit
     assert [e.name for e in incremental.services if e.resolution is not None] == [
         n for n in names if n != "ns/svc1"
     ]
-    change = APPLIERS[backend]()._plan_services(StateKernel(start), start, incremental, options, "2-b")
+    change = APPLIERS[backend]().plan_services(StateKernel(start), start, incremental, options, "2-b")
     assert change is not None
     assert mark in change.payload
     assert [e.name for e in incremental.services if e.resolution is not None] == [

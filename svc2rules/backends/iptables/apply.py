@@ -36,7 +36,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from svc2rules.apply.base import Change, few_services_changed, plan_whole
+from svc2rules.apply.base import Change, plan_by_service_or_whole
 from svc2rules.apply.cache import code_identity
 from svc2rules.apply.conntrack import udp_facts, udp_facts_of
 from svc2rules.apply.runner import Result, Runner, first_line
@@ -370,13 +370,9 @@ class IptablesApplier:
         """Rewrite only the changed Services' part of the tables when the state allows it,
         else diff the whole plan's tables against the state (or the kernel)."""
         self.names = ChainNames(options.chain_prefix)
-        if trusted and old is not None and few_services_changed(old, compiled):
-            change = self._plan_services(runner, old, compiled, options, generation)
-            if change is not None:
-                return change
-        return plan_whole(self, runner, old, trusted, compiled, options, generation)
+        return plan_by_service_or_whole(self, runner, old, trusted, compiled, options, generation)
 
-    def _plan_services(
+    def plan_services(
         self,
         runner: Runner,
         old: dict[str, Any],

@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any
 
-from svc2rules.apply.base import Change, few_services_changed, plan_whole
+from svc2rules.apply.base import Change, plan_by_service_or_whole
 from svc2rules.apply.cache import code_identity
 from svc2rules.apply.conntrack import udp_facts, udp_facts_of
 from svc2rules.apply.runner import Result, Runner, first_line
@@ -328,13 +328,9 @@ class NftablesApplier:
         """Update only the changed Services' elements when the state allows it, else diff the
         whole plan's table against the state (or replace it)."""
         self.table = check_table_name(options.table)
-        if trusted and old is not None and few_services_changed(old, compiled):
-            change = self._plan_services(runner, old, compiled, options, generation)
-            if change is not None:
-                return change
-        return plan_whole(self, runner, old, trusted, compiled, options, generation)
+        return plan_by_service_or_whole(self, runner, old, trusted, compiled, options, generation)
 
-    def _plan_services(
+    def plan_services(
         self,
         runner: Runner,
         old: dict[str, Any],
