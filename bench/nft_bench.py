@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 from bench import synth  # noqa: E402
 from svc2rules.api import build_plan, render  # noqa: E402
 from svc2rules.backends import RenderOptions  # noqa: E402
+from svc2rules.backends.nftables.options import NftablesOptions  # noqa: E402
 from svc2rules.config import ProxyConfig  # noqa: E402
 from svc2rules.load import Source  # noqa: E402
 
@@ -113,7 +114,7 @@ def bench_one(
     )
     plan = build_plan([Source(str(manifest), manifest.read_bytes())], CONFIG).plan
     start = time.perf_counter()
-    rendered = render(plan, "nftables", RenderOptions(extra={"nft_layout": layout}))
+    rendered = render(plan, "nftables", RenderOptions(backend=NftablesOptions(layout)))
     render_s = time.perf_counter() - start
     if layout != "grouped":  # the CLI renders the default layout; load the one asked for
         text_bytes = rendered.text.encode()

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import socket
 
-IPV4 = "IPv4"
-IPV6 = "IPv6"
+from svc2rules.family import IPFamily
+
+IPV4 = IPFamily.IPv4
+IPV6 = IPFamily.IPv6
 
 
-def canonical_ip(text: str) -> tuple[str, str] | None:
+def canonical_ip(text: str) -> tuple[IPFamily, str] | None:
     """(family, canonical text) of a strictly written address, or None if invalid.
 
     inet_pton rejects leading zeros, surrounding spaces and partial forms, as the
@@ -30,7 +32,7 @@ def canonical_ip(text: str) -> tuple[str, str] | None:
     return IPV4, text
 
 
-def family(text: str) -> str:
+def family(text: str) -> IPFamily:
     """Family of an already-validated address or CIDR."""
     return IPV6 if ":" in text else IPV4
 

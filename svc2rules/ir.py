@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from svc2rules.config import ProxyConfig
+from svc2rules.family import IPFamily
 
 
 class Protocol(StrEnum):
@@ -25,11 +26,6 @@ class Protocol(StrEnum):
     def keyword(self) -> str:
         """The lower-case spelling iptables, nft and ipvsadm use."""
         return self.value.lower()
-
-
-class IPFamily(StrEnum):
-    IPv4 = "IPv4"
-    IPv6 = "IPv6"
 
 
 class FrontendKind(StrEnum):

@@ -1,8 +1,8 @@
-"""Loading compiled rules onto the host: the only package with host side effects.
+"""apply / diff / cleanup: the engine that puts a backend's rules on the host.
 
-Shared machinery for every backend's applier: the runner (the only place that starts
-processes), the lock, the state file, sysctls, stale UDP conntrack cleanup and the
-orchestration in `engine`. Each backend plugs in an `Applier` (`backends/<name>/apply.py`).
+It orchestrates (lock, state, compile, plan, validate, load, commit); the host itself is
+reached through `svc2rules.host`, and each backend plugs in its applier
+(`svc2rules.backends.applier`).
 """
 
 from svc2rules.apply.engine import ApplyOptions, ApplyReport, apply_plan, cleanup_host, diff_plan

@@ -6,35 +6,36 @@
          -> compile cache -> stale UDP conntrack entries
 
 A write that the kernel refuses leaves the host as it was and raises ApplyError naming
-the kernel's message, the offending line and its Service.
+the kernel's message, the offending line and its Service. The engine returns what happened
+as data (ApplyReport); the CLI prints it.
 """
 
 from __future__ import annotations
 
 import difflib
 import hashlib
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from svc2rules import __version__
-from svc2rules.apply import conntrack
-from svc2rules.apply.base import Applier, Change, CompiledApplier
-from svc2rules.apply.cache import CompileCache, cache_path, code_identity
-from svc2rules.apply.cache import remove as remove_cache
-from svc2rules.apply.host import ensure_sysctls, read_sysctl, require_net_admin
-from svc2rules.apply.lock import StateLock
-from svc2rules.apply.runner import Runner
-from svc2rules.apply.state import DEFAULT_STATE_DIR, StateStore, new_generation
+from svc2rules.compile.cache import CompileCache, cache_path, code_identity
+from svc2rules.compile.cache import remove as remove_cache
 from svc2rules.backends import RenderOptions, get_backend
+from svc2rules.backends.applier import Applier, BaseState, Change, ChangeKind, IncrementalApplier
 from svc2rules.config import ProxyConfig
 from svc2rules.errors import ApplyError, Diagnostic, UsageError
-from svc2rules.ir import Plan
+from svc2rules.host import conntrack
+from svc2rules.host.lock import StateLock
+from svc2rules.host.runner import Runner
+from svc2rules.host.state import DEFAULT_STATE_DIR, StateStore, new_generation
+from svc2rules.host.system import ensure_sysctls, read_sysctl, require_net_admin
 from svc2rules.load import Source
 from svc2rules.resolve.incremental import IncrementalCompile, compile_incremental
+
+AnyApplier = Applier[Any, Any, Any]
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class ApplyOptions:
 class ApplyReport:
     """What happened, for the CLI to print (stderr) and for tests/benchmarks to inspect."""
 
-    kind: str = "none"
+    kind: ChangeKind = ChangeKind.NONE
     summary: str = ""
     payload: str = ""
     written: bool = False
@@ -62,11 +63,14 @@ class ApplyReport:
 
 @dataclass(frozen=True)
 class ApplyInput:
-    """The manifests and node config of an apply, compiled only when needed: not at all when
-    the input is the one last applied, else incrementally against the state dir's cache."""
+    """What every engine command starts from: the manifests, the node config and the render
+    options for one backend. It is compiled only when needed: not at all when it is the input
+    last applied, else incrementally against the state dir's compile cache."""
 
     sources: list[Source]
     config: ProxyConfig
+    backend: str
+    options: RenderOptions[Any] = field(default_factory=RenderOptions)
     on_warnings: Callable[[list[Diagnostic]], None] = field(default=lambda _: None)
 
     def compile(self, cache: CompileCache | None) -> IncrementalCompile:
@@ -74,13 +78,23 @@ class ApplyInput:
         self.on_warnings(compiled.warnings)
         return compiled
 
+    def digest(self) -> str:
+        """Everything the compiled rules depend on: the svc2rules version and code, the backend,
+        the node config, the render options and every input file's name and bytes."""
+        digest = hashlib.sha256()
+        for part in (__version__, code_identity(), self.backend, repr(self.config), repr(self.options)):
+            digest.update(part.encode() + b"\0")
+        for source in self.sources:
+            digest.update(source.name.encode() + b"\0" + str(len(source.data)).encode() + b"\0")
+            digest.update(source.data)
+        return digest.hexdigest()
 
-def applier_for(backend: str) -> Applier:
+
+def applier_for(backend: str, options: RenderOptions[Any]) -> AnyApplier:
     factory = get_backend(backend).applier
     if factory is None:
         raise UsageError(f"backend {backend!r} cannot be applied to a host (compile only)")
-    applier: Applier = factory()
-    return applier
+    return factory(options)
 
 
 class _Timer:
@@ -95,19 +109,18 @@ class _Timer:
 
 
 def _trusted_state(
-    applier: Applier,
+    applier: AnyApplier,
     runner: Runner,
     store: StateStore,
-    options: RenderOptions,
     report: ApplyReport,
     *,
     dry_run: bool,
     resync: bool = False,
-) -> tuple[dict[str, Any] | None, bool]:
+) -> tuple[BaseState | None, bool]:
     """The state to diff against and whether it matches the kernel. A trusted state may still
     lack its bulk part (StateStore.complete)."""
-    state = store.load()
-    pending = store.load_pending()
+    state = cast(BaseState | None, store.load())
+    pending = cast(BaseState | None, store.load_pending())
     marker = applier.marker(runner, pending or state)
     if pending is not None:
         if marker is not None and marker == pending.get("generation"):
@@ -122,50 +135,47 @@ def _trusted_state(
         if not resync:
             return state, True
         report.notes.append("--resync: reading our objects back from the kernel and reloading them all")
-        live = applier.read_live(runner, options)
-        if live is not None:
-            live["udp"] = (store.complete(state) or {}).get("udp", {})
-        return live, False
+        return _live_with_udp(applier, runner, store, state), False
     if state is not None:
         report.notes.append(
             f"state file does not match the kernel (kernel generation {marker or 'none'}, "
             f"state {state.get('generation')}): reading our objects back from the kernel"
         )
     # Untrusted: read what we own from the kernel (slow but rare: first run, drift, crash).
-    live = applier.read_live(runner, options)
+    return _live_with_udp(applier, runner, store, state), False
+
+
+def _live_with_udp(
+    applier: AnyApplier, runner: Runner, store: StateStore, state: BaseState | None
+) -> BaseState | None:
+    """What we own in the kernel, with the state's knowledge of the UDP endpoints (the kernel
+    does not say which endpoints conntrack entries may still point to)."""
+    live: BaseState | None = applier.read_live(runner)
     if live is not None and state is not None:
-        # Best knowledge of the endpoints for conntrack cleanup.
         live["udp"] = (store.complete(state) or {}).get("udp", {})
-    return live, False
+    return live
 
 
-def apply_plan(
-    plan: Plan | Callable[[], Plan] | ApplyInput,
-    backend: str,
-    render_options: RenderOptions,
-    options: ApplyOptions,
-    runner: Runner | None = None,
-    input_digest: str | None = None,
-) -> ApplyReport:
-    """Apply a plan, or a function compiling it, or an input to compile incrementally. With
-    `input_digest`, the compile is skipped when the input is the one last applied and the
-    kernel still matches the state."""
-    applier = applier_for(backend)
+def apply_plan(apply_input: ApplyInput, options: ApplyOptions, runner: Runner | None = None) -> ApplyReport:
+    """Apply an input: skipped when it is the one last applied and the kernel still matches the
+    state, else compiled incrementally and loaded as the smallest write."""
+    backend = apply_input.backend
+    applier = applier_for(backend, apply_input.options)
     report = ApplyReport()
     timer = _Timer(report)
     require_net_admin()
-    store = StateStore(options.state_dir, backend, getattr(applier, "bulk_state_keys", ()))
+    input_digest = apply_input.digest()
+    store = StateStore(options.state_dir, backend, applier.bulk_state_keys)
     with StateLock(options.state_dir, options.lock_timeout) as lock:
         runner = runner or Runner(keep_fds=(lock.fd,) if lock.fd is not None else ())
         timer.lap("lock")
         old, trusted = _trusted_state(
-            applier, runner, store, render_options, report, dry_run=options.dry_run, resync=options.resync
+            applier, runner, store, report, dry_run=options.dry_run, resync=options.resync
         )
         timer.lap("check")
         if (
             trusted
             and old is not None
-            and input_digest is not None
             and old.get("input") == input_digest
             and applier.quick_check(runner, old)
         ):
@@ -195,36 +205,19 @@ def apply_plan(
                     f"state file {store.path} names a missing or damaged bulk file: "
                     "reading our objects back from the kernel"
                 )
-                old, trusted = applier.read_live(runner, render_options), False
+                old, trusted = applier.read_live(runner), False
             else:
-                old = complete
+                old = cast(BaseState, complete)
             timer.lap("state")
         generation = new_generation()
-        compiled: IncrementalCompile | None = None
-        cache: CompileCache | None = None
-        if isinstance(plan, ApplyInput):
-            cache = CompileCache.load(cache_path(options.state_dir, backend))
-            if cache.note:
-                report.notes.append(cache.note)
-            compiled = plan.compile(cache)
-            timer.lap("compile")
-        if compiled is not None and hasattr(applier, "plan_compiled"):
-            incremental: CompiledApplier = applier  # type: ignore[assignment]
-            change = incremental.plan_compiled(runner, old, trusted, compiled, render_options, generation)
-            timer.lap("plan")
-            wanted_sysctls = change.sysctls if change.sysctls is not None else {}
-        else:
-            if compiled is not None:
-                plan = compiled.plan()
-            elif callable(plan):
-                plan = plan()
-            assert isinstance(plan, Plan)
-            timer.lap("compile")
-            desired = applier.desired(plan, render_options)
-            timer.lap("render")
-            change = applier.plan_change(runner, old, trusted, desired, generation)
-            timer.lap("plan")
-            wanted_sysctls = applier.sysctls(plan)
+        cache = CompileCache.load(cache_path(options.state_dir, backend))
+        if cache.note:
+            report.notes.append(cache.note)
+        compiled = apply_input.compile(cache)
+        timer.lap("compile")
+        change = _plan(applier, runner, old, trusted, compiled, generation)
+        timer.lap("plan")
+        wanted_sysctls = change.sysctls if change.sysctls is not None else {}
         report.kind, report.summary, report.payload = change.kind, change.summary, change.payload
         if change.new_state is not None:
             change.new_state["input"] = input_digest
@@ -234,11 +227,10 @@ def apply_plan(
             return report
         for line in ensure_sysctls(wanted_sysctls, allowed=options.sysctl):
             report.notes.append(f"set sysctl {line}")
-        if change.kind == "none":
+        if change.kind == ChangeKind.NONE:
             _record_unchanged(store, old, trusted, change, input_digest, wanted_sysctls)
-            if cache is not None and compiled is not None:
-                cache.save(compiled)
-                timer.lap("cache")
+            cache.save(compiled)
+            timer.lap("cache")
             return report
         applier.validate(runner, change)
         timer.lap("validate")
@@ -254,33 +246,53 @@ def apply_plan(
         report.written = True
         store.commit_pending()
         timer.lap("state")
-        if cache is not None and compiled is not None:
-            cache.save(compiled)
-            timer.lap("cache")
+        cache.save(compiled)
+        timer.lap("cache")
         if options.conntrack:
-            old_udp = old.get("udp") if old else None
-            if old_udp is None:
-                # Untrusted and not read back: the state file's knowledge, which by now is the
-                # state just committed (reading it back would cost a bulk read to find that).
-                old_udp = change.new_state.get("udp", {})
-            deletions = conntrack.stale_deletions(old_udp, change.new_state.get("udp", {}))
-            if deletions:
-                deleted, warnings = conntrack.clear_stale(runner, deletions)
-                report.conntrack_deleted = deleted
-                report.notes.extend(warnings)
-                if deleted:
-                    report.notes.append(
-                        f"conntrack: deleted {deleted} stale UDP entr{'y' if deleted == 1 else 'ies'}"
-                    )
+            _clear_stale_udp(runner, old, change.new_state, report)
             timer.lap("conntrack")
     return report
 
 
+def _plan(
+    applier: AnyApplier,
+    runner: Runner,
+    old: BaseState | None,
+    trusted: bool,
+    compiled: IncrementalCompile,
+    generation: str,
+) -> Change[Any, Any]:
+    change: Change[Any, Any]
+    if isinstance(applier, IncrementalApplier):
+        change = applier.plan_compiled(runner, old, trusted, compiled, generation)
+        return change
+    plan = compiled.plan()
+    change = applier.plan_change(runner, old, trusted, applier.desired(plan), generation)
+    change.sysctls = applier.sysctls(plan)
+    return change
+
+
+def _clear_stale_udp(runner: Runner, old: BaseState | None, new: BaseState, report: ApplyReport) -> None:
+    old_udp = old.get("udp") if old else None
+    if old_udp is None:
+        # Untrusted and not read back: the state file's knowledge, which by now is the state
+        # just committed (reading it back would cost a bulk read to find that).
+        old_udp = new.get("udp", {})
+    deletions = conntrack.stale_deletions(old_udp, new.get("udp", {}))
+    if not deletions:
+        return
+    deleted, warnings = conntrack.clear_stale(runner, deletions)
+    report.conntrack_deleted = deleted
+    report.notes.extend(warnings)
+    if deleted:
+        report.notes.append(f"conntrack: deleted {deleted} stale UDP entr{'y' if deleted == 1 else 'ies'}")
+
+
 def _record_unchanged(
     store: StateStore,
-    old: dict[str, Any] | None,
+    old: BaseState | None,
     trusted: bool,
-    change: Change,
+    change: Change[Any, Any],
     input_digest: str | None,
     sysctls: dict[str, str],
 ) -> None:
@@ -297,18 +309,6 @@ def _record_unchanged(
     store.commit_pending()
 
 
-def input_digest(backend: str, config: object, render_options: RenderOptions, sources: list[Source]) -> str:
-    """Everything the compiled rules depend on: the svc2rules version and code, the backend,
-    the node config, the render options and every input file's name and bytes."""
-    digest = hashlib.sha256()
-    for part in (__version__, code_identity(), backend, repr(config), repr(render_options)):
-        digest.update(part.encode() + b"\0")
-    for source in sources:
-        digest.update(source.name.encode() + b"\0" + str(len(source.data)).encode() + b"\0")
-        digest.update(source.data)
-    return digest.hexdigest()
-
-
 def _would_set(wanted: dict[str, str]) -> list[str]:
     return [
         f"would set sysctl {name}={value} (is {read_sysctl(name)})"
@@ -318,18 +318,18 @@ def _would_set(wanted: dict[str, str]) -> list[str]:
 
 
 def cleanup_host(
-    backend: str, render_options: RenderOptions, options: ApplyOptions, runner: Runner | None = None
+    backend: str, render_options: RenderOptions[Any], options: ApplyOptions, runner: Runner | None = None
 ) -> ApplyReport:
-    applier = applier_for(backend)
+    applier = applier_for(backend, render_options)
     report = ApplyReport()
     require_net_admin()
-    store = StateStore(options.state_dir, backend, getattr(applier, "bulk_state_keys", ()))
+    store = StateStore(options.state_dir, backend, applier.bulk_state_keys)
     with StateLock(options.state_dir, options.lock_timeout) as lock:
         runner = runner or Runner(keep_fds=(lock.fd,) if lock.fd is not None else ())
-        state = store.load_pending() or store.load()
-        change = applier.plan_cleanup(runner, state, render_options)
+        state = cast(BaseState | None, store.load_pending() or store.load())
+        change: Change[Any, Any] = applier.plan_cleanup(runner, state)
         report.kind, report.summary, report.payload = change.kind, change.summary, change.payload
-        if options.dry_run or change.kind == "none":
+        if options.dry_run or change.kind == ChangeKind.NONE:
             if not options.dry_run:
                 _forget(store, options.state_dir, backend)
             return report
@@ -347,19 +347,16 @@ def _forget(store: StateStore, state_dir: Path, backend: str) -> None:
 
 
 def diff_plan(
-    plan: Plan,
-    backend: str,
-    render_options: RenderOptions,
-    options: ApplyOptions,
-    runner: Runner | None = None,
+    apply_input: ApplyInput, options: ApplyOptions, runner: Runner | None = None
 ) -> tuple[str, bool]:
     """Unified diff of our owned objects, live (kernel) vs compiled, in the kernel's own spelling."""
-    applier = applier_for(backend)
+    backend = apply_input.backend
+    applier = applier_for(backend, apply_input.options)
     require_net_admin()
-    desired = applier.desired(plan, render_options)
+    desired = applier.desired(apply_input.compile(None).plan())
     with StateLock(options.state_dir, options.lock_timeout):
         runner = runner or Runner()
-        live = applier.dump_live(runner, render_options)
+        live = applier.dump_live(runner)
     compiled = applier.dump_desired(runner, desired)
     lines = list(
         difflib.unified_diff(
@@ -371,11 +368,3 @@ def diff_plan(
         )
     )
     return "".join(lines), bool(lines)
-
-
-def print_report(report: ApplyReport, *, verbose_timings: bool = False) -> None:
-    for note in report.notes:
-        sys.stderr.write(f"{note}\n")
-    if verbose_timings:
-        parts = " ".join(f"{k}={v:.3f}s" for k, v in report.timings.items())
-        sys.stderr.write(f"timings: {parts}\n")

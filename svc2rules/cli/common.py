@@ -15,13 +15,25 @@ import typer
 from svc2rules import __version__
 from svc2rules.backends import available_backends
 from svc2rules.config import ProxyConfig, build_config, config_mode
-from svc2rules.errors import ApplyError, BackendError, Diagnostic, InputError, Svc2RulesError, UsageError
+from svc2rules.errors import (
+    ApplyError,
+    BackendError,
+    Diagnostic,
+    InputError,
+    LockBusyError,
+    Svc2RulesError,
+    UsageError,
+)
 
 
 class ExitCode(IntEnum):
     OK = 0
     FAILURE = 1
+    # diff, as kubectl diff: 1 means "differences", and every error is 2 or more.
+    DIFFERENT = 1
     INVALID = 2
+    # Another run holds our lock or the xtables lock: retry later.
+    BUSY = 3
 
 
 app = typer.Typer(
@@ -95,6 +107,9 @@ def cli_errors() -> Iterator[None]:
     except UsageError as exc:
         err(f"error: {exc}")
         raise typer.Exit(ExitCode.INVALID) from None
+    except LockBusyError as exc:
+        err(f"error: {exc}")
+        raise typer.Exit(ExitCode.BUSY) from None
     except (BackendError, ApplyError, Svc2RulesError) as exc:
         err(f"error: {exc}")
         raise typer.Exit(ExitCode.FAILURE) from None

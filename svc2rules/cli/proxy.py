@@ -122,7 +122,7 @@ def proxy_command(
         if print_rules:
             compiled = plan_from_paths(paths, recursive, io.BytesIO(), proxy_config)
             warn(compiled.warnings)
-            options = RenderOptions(chain_prefix=chain_prefix, extra=addressing.extra())
+            options = RenderOptions(chain_prefix=chain_prefix, backend=addressing)
             artifact = render_userspace(compiled.plan, options)
             for warning in artifact.warnings:
                 err(f"warning: {warning}")

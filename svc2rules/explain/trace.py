@@ -12,20 +12,11 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from svc2rules.backends import DataplaneFacts, get_backend
 from svc2rules.config import ProxyConfig
 from svc2rules.explain.model import Candidate, Explanation, Match, Origin, Query, Step, Verdict
-from svc2rules.ir import Endpoint, Frontend, FrontendKind, IPFamily, Plan, ServicePort
-
-# Backends whose dataplane follows kube-proxy's iptables/nftables semantics, which is what this
-# module models; others (a userspace proxy, IPVS) differ in masquerading and refusals.
-MODELLED_BACKENDS = frozenset({"iptables", "nftables"})
-# Only kube-proxy's iptables mode serves NodePorts on 127.0.0.1 (localhostNodePorts).
-LOCALHOST_NODEPORT_BACKENDS = frozenset({"iptables"})
-# How each backend remembers ClientIP affinity, for the note explain adds.
-AFFINITY_SCOPE = {
-    "iptables": "per endpoint (shared by every frontend of the service port)",
-    "nftables": "per frontend (a client's ClusterIP and NodePort choices are independent)",
-}
+from svc2rules.family import IPFamily
+from svc2rules.ir import Endpoint, Frontend, FrontendKind, Plan, ServicePort
 
 
 @dataclass
@@ -36,6 +27,7 @@ class _Trace:
     origin_reason: str
     family: IPFamily
     backend: str
+    facts: DataplaneFacts
     steps: list[Step] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -78,8 +70,8 @@ def explain(plan: Plan, query: Query, backend: str = "iptables") -> Explanation:
     query = _canonical(query)
     family = IPFamily.IPv6 if ":" in query.dst else IPFamily.IPv4
     origin, why = origin_of(plan.config, query, family)
-    t = _Trace(plan, query, origin, why, family, backend)
-    if backend not in MODELLED_BACKENDS:
+    t = _Trace(plan, query, origin, why, family, backend, get_backend(backend).facts)
+    if not t.facts.kube_proxy_semantics:
         t.notes.append(f"explain models the iptables and nftables backends; {backend} may differ")
     ports = plan.for_family(family)
     ip_matches = [
@@ -166,7 +158,7 @@ def _is_nodeport(sp: ServicePort, query: Query) -> bool:
 
 def _localhost_nodeports(t: _Trace) -> bool:
     return (
-        t.backend in LOCALHOST_NODEPORT_BACKENDS
+        t.facts.localhost_nodeports
         and t.config.localhost_nodeports
         and t.family == IPFamily.IPv4
         and t.origin == Origin.NODE
@@ -251,7 +243,7 @@ def _rewrite(t: _Trace, sp: ServicePort, fe: Frontend) -> Explanation:
         pool, masq, masq_reason = external
     _endpoint_notes(t, sp, pool)
     if sp.affinity_timeout:
-        scope = AFFINITY_SCOPE.get(t.backend, "")
+        scope = t.facts.affinity_scope or ""
         t.step(
             "affinity",
             f"sessionAffinity ClientIP, {sp.affinity_timeout} s: the first connection from {q.src} picks "

@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from svc2rules.addresses import canonical_ip
-from svc2rules.ir import Endpoint, IPFamily, Protocol
+from svc2rules.family import IPFamily
+from svc2rules.ir import Endpoint, Protocol
 from svc2rules.model.endpoints import SKIP_MIRROR_LABEL, Endpoints
 from svc2rules.model.endpointslice import HEADLESS_LABEL, EndpointSlice
 

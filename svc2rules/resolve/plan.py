@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from svc2rules.addresses import canonical_ip, ip_sort_key
 from svc2rules.config import ProxyConfig
 from svc2rules.errors import Diagnostic
+from svc2rules.family import IPFamily
 from svc2rules.ir import (
     DnsEndpoint,
     Endpoint,
-    IPFamily,
     Plan,
     PortRecord,
     Protocol,

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from svc2rules.errors import UsageError
 from svc2rules.userspace.ports import DEFAULT_PORT_RANGE, PortRange
 
 ANY_ADDRESS = "0.0.0.0"
-# Keys of RenderOptions.extra the userspace backend reads.
-PORT_RANGE_KEY = "port_range"
-BIND_KEY = "bind"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,9 +34,8 @@ class Addressing:
             raise UsageError(f"the userspace proxy serves IPv4 only, got bind address {bind!r}")
         return cls(ports, str(address))
 
-    @classmethod
-    def from_extra(cls, extra: dict[str, Any]) -> Addressing:
-        return cls.create(extra.get(PORT_RANGE_KEY, DEFAULT_PORT_RANGE), extra.get(BIND_KEY, ANY_ADDRESS))
 
-    def extra(self) -> dict[str, Any]:
-        return {PORT_RANGE_KEY: str(self.port_range), BIND_KEY: self.bind}
+def addressing_options(flags: Mapping[str, str]) -> Addressing:
+    """The userspace backend's options from its flags (`port_range`, `bind`; the proxy's
+    --port-range and --bind)."""
+    return Addressing.create(flags.get("port_range", DEFAULT_PORT_RANGE), flags.get("bind", ANY_ADDRESS))

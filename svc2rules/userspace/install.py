@@ -31,7 +31,7 @@ def _run(argv: Sequence[str], input_text: str | None = None) -> subprocess.Compl
 
 
 def install_rules(plan: Plan, addressing: Addressing, chain_prefix: str) -> None:
-    options = RenderOptions(chain_prefix=chain_prefix, jumps=False, extra=addressing.extra())
+    options = RenderOptions(chain_prefix=chain_prefix, jumps=False, backend=addressing)
     text = render_userspace(plan, options).text
     restored = _run(["iptables-restore", "-w", "5", "--noflush"], text)
     if restored.returncode != 0:

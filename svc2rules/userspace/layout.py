@@ -18,7 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from svc2rules.ir import Endpoint, IPFamily, Plan, Protocol, ServicePort
+from svc2rules.family import IPFamily
+from svc2rules.ir import Endpoint, Plan, Protocol, ServicePort
 from svc2rules.userspace.ports import PortRange, assign_ports
 
 # kube-proxy's userspace proxier relayed TCP and UDP only.

@@ -134,9 +134,10 @@ class Host:
         proc = self.run(["nft", "list", "table", "ip", table], check=False)
         if proc.returncode != 0:
             return ""
+        from svc2rules.backends import RenderOptions
         from svc2rules.backends.nftables.apply import NftablesApplier
 
-        return NftablesApplier()._owned(proc.stdout)
+        return NftablesApplier(RenderOptions(table=table))._owned(proc.stdout)
 
     def ours(self, backend: str) -> str:
         return self.ours_iptables() if backend == "iptables" else self.ours_nft()

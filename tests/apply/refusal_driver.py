@@ -6,11 +6,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from svc2rules.api import plan_from_paths
-from svc2rules.apply.engine import ApplyOptions, applier_for, apply_plan
-from svc2rules.backends import RenderOptions, get_backend
+from svc2rules.apply.engine import ApplyInput, ApplyOptions, apply_plan
+from svc2rules.backends import get_backend
 from svc2rules.config import build_config
 from svc2rules.errors import ApplyError
+from svc2rules.load import read_sources
 
 
 def main() -> int:
@@ -18,7 +18,7 @@ def main() -> int:
     config = build_config(
         {"node_name": "node1", "node_ips": ("192.168.0.2",), "cluster_cidrs": ("10.0.0.0/8",)}
     )
-    plan = plan_from_paths([manifest], False, sys.stdin.buffer, config).plan
+    sources = read_sources([manifest], recursive=False, stdin=sys.stdin.buffer)
     factory = get_backend(backend).applier
     assert factory is not None
     original = factory.plan_change  # type: ignore[attr-defined]
@@ -32,9 +32,8 @@ def main() -> int:
     factory.plan_change = broken  # type: ignore[attr-defined]
     if skip_validation == "yes":
         factory.validate = lambda self, runner, change: None  # type: ignore[attr-defined]
-    applier_for(backend)
     try:
-        apply_plan(plan, backend, RenderOptions(), ApplyOptions(state_dir=Path(state_dir)))
+        apply_plan(ApplyInput(sources, config, backend), ApplyOptions(state_dir=Path(state_dir)))
     except ApplyError as exc:
         print(exc)
         return 1

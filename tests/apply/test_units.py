@@ -8,10 +8,10 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from svc2rules.apply.conntrack import stale_deletions
-from svc2rules.apply.state import StateStore
 from svc2rules.backends.iptables.apply import _culprit, _positional
 from svc2rules.backends.nftables.apply import element_key, split_script
+from svc2rules.host.conntrack import stale_deletions
+from svc2rules.host.state import StateStore
 
 
 def replay(old: list[str], ops: list[str]) -> list[str]:

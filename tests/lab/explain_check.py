@@ -20,9 +20,9 @@ from collections import defaultdict
 from typing import Any
 
 from svc2rules.api import build_plan
+from svc2rules.backends import get_backend
 from svc2rules.config import ProxyConfig
 from svc2rules.explain import Origin, Query, explain
-from svc2rules.explain.trace import MODELLED_BACKENDS
 from svc2rules.ir import Plan, Protocol
 from svc2rules.load import Source
 
@@ -40,7 +40,7 @@ def check_explain(lab: Lab) -> None:
     problems: list[str] = []
     checked = 0
     for deployment, results in _by_deployment(lab):
-        if deployment.backend not in MODELLED_BACKENDS:
+        if not get_backend(deployment.backend).facts.kube_proxy_semantics:
             continue  # explain says itself that it does not model this backend's dataplane
         plan = _plan(deployment)
         for result in results:

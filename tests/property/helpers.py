@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from svc2rules.api import build_plan, render
-from svc2rules.backends import RenderOptions
+from svc2rules.backends import Comments, RenderOptions
 from svc2rules.config import ProxyConfig
 from svc2rules.load import Source
 
@@ -18,7 +18,7 @@ def compile_objects(
 ) -> str:
     data = json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}).encode()
     plan = build_plan([Source("cluster.json", data)], config).plan
-    return render(plan, backend, RenderOptions(comments="always")).text
+    return render(plan, backend, RenderOptions(comments=Comments.ALWAYS)).text
 
 
 def ir_of(objects: list[dict[str, Any]], config: ProxyConfig = CONFIG) -> str:

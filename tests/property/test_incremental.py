@@ -22,12 +22,12 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from svc2rules.api import build_plan, render
-from svc2rules.apply.runner import Result, Runner
-from svc2rules.backends import RenderOptions, available_backends
+from svc2rules.backends import Comments, RenderOptions, available_backends
 from svc2rules.backends.iptables.apply import IptablesApplier
 from svc2rules.backends.nftables.apply import NftablesApplier
 from svc2rules.config import ProxyConfig
 from svc2rules.errors import Diagnostic
+from svc2rules.host.runner import Result, Runner
 from svc2rules.load import RawObject, Source
 from svc2rules.resolve.incremental import (
     Fingerprint,
@@ -219,7 +219,7 @@ def test_incremental_compile_equals_a_full_compile(
         if memo.warnings(entry.fingerprint) is not None:
             assert entry.resolution is None or entry.resolution == incremental.resolution(entry)
     for backend in BACKENDS:
-        options = RenderOptions(comments="always")
+        options: RenderOptions[Any] = RenderOptions(comments=Comments.ALWAYS)
         assert render(plan, backend, options).text == render(full.plan, backend, options).text
     # The previous version of every Service is still known, exactly.
     before = {entry.name: entry for entry in first.services}
@@ -268,23 +268,23 @@ PER_SERVICE_KEYS = {
 def test_planning_from_the_changed_services_ends_where_the_whole_plan_does(
     backend: str, objects: list[dict[str, Any]], data: st.DataObject
 ) -> None:
-    options = RenderOptions(comments=data.draw(st.sampled_from(["auto", "always", "never"])))
+    options: RenderOptions[Any] = RenderOptions(comments=data.draw(st.sampled_from(list(Comments))))
     first = compile_incremental(source(objects), CONFIG, None)
-    start = APPLIERS[backend]().plan_compiled(Runner(), None, False, first, options, "1-a").new_state
+    start: Any = APPLIERS[backend](options).plan_compiled(Runner(), None, False, first, "1-a").new_state
     assert start is not None
     memo = DictMemo.of(first)
     changed = edit(objects, data)
 
     incremental = compile_incremental(source(changed), CONFIG, memo)
-    applier = APPLIERS[backend]()
-    by_service = applier.plan_services(StateKernel(start), start, incremental, options, "2-b")
+    applier = APPLIERS[backend](options)
+    by_service = applier.plan_services(StateKernel(start), start, incremental, "2-b")
     # The reference: the whole plan rendered and diffed against the state.
     whole = compile_incremental(source(changed), CONFIG, None)
-    full: Any = APPLIERS[backend]()
+    full: Any = APPLIERS[backend](options)
     plan = whole.plan()
     services = {entry.name: entry.fingerprint.hex() for entry in whole.services}
     reference = full.plan_change(
-        StateKernel(start), start, True, full.desired(plan, options, services), "2-b"
+        StateKernel(start), start, True, full.desired_with_services(plan, services), "2-b"
     )
     reference.sysctls = full.sysctls(plan)
     expected = _after(start, reference)
@@ -347,8 +347,8 @@ def test_common_changes_are_planned_from_their_services_alone(backend: str, edit
     headless[1]["metadata"]["labels"]["kubernetes.io/service-name"] = "headless"
     objects += headless
     first = compile_incremental(source(objects), CONFIG, None)
-    options = RenderOptions()
-    start = APPLIERS[backend]().plan_compiled(Runner(), None, False, first, options, "1-a").new_state
+    options: RenderOptions[Any] = RenderOptions()
+    start: Any = APPLIERS[backend](options).plan_compiled(Runner(), None, False, first, "1-a").new_state
     assert start is not None
     changed = copy.deepcopy(objects)
     names, mark = EDITS[edit_name](changed)
@@ -356,7 +356,7 @@ def test_common_changes_are_planned_from_their_services_alone(backend: str, edit
     assert [e.name for e in incremental.services if e.resolution is not None] == [
         n for n in names if n != "ns/svc1"
     ]
-    change = APPLIERS[backend]().plan_services(StateKernel(start), start, incremental, options, "2-b")
+    change = APPLIERS[backend](options).plan_services(StateKernel(start), start, incremental, "2-b")
     assert change is not None
     assert mark in change.payload
     assert [e.name for e in incremental.services if e.resolution is not None] == [

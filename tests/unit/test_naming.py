@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from svc2rules.ir import Endpoint, IPFamily, Protocol, ServicePort, ServicePortKey
+from svc2rules.family import IPFamily
+from svc2rules.ir import Endpoint, Protocol, ServicePort, ServicePortKey
 from svc2rules.naming import IPTABLES_CHAIN_MAX, ChainNames, _hash16, endpoint_hash, port_proto_hash
 
 

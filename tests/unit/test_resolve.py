@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from svc2rules.config import ProxyConfig
-from svc2rules.ir import IPFamily, Plan, ServicePort
+from svc2rules.family import IPFamily
+from svc2rules.ir import Plan, ServicePort
 from svc2rules.load import RawObject
 from svc2rules.model.registry import validate_objects
 from svc2rules.resolve import resolve

@@ -17,7 +17,8 @@ from typing import cast
 import pytest
 
 from svc2rules.config import ProxyConfig
-from svc2rules.ir import Endpoint, IPFamily, Plan, Protocol, ServicePort, ServicePortKey
+from svc2rules.family import IPFamily
+from svc2rules.ir import Endpoint, Plan, Protocol, ServicePort, ServicePortKey
 from svc2rules.userspace.addressing import Addressing
 from svc2rules.userspace.layout import Layout, build_layout
 from svc2rules.userspace.ports import PortRange

@@ -1,9 +1,10 @@
-"""The dns backend's choices, read from `RenderOptions.extra` (set by `compile` flags)."""
+"""The dns backend's choices: its flags (`DnsFlags`, read by `dns_flags`) and what they resolve to
+for a plan (`DnsOptions`: the server IP defaults to the kube-dns ClusterIP)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from svc2rules.addresses import canonical_ip
 from svc2rules.backends.dns.names import check_domain
@@ -18,10 +19,18 @@ DEFAULT_FORMAT = "zone"
 FALLBACK_SERVER_IP = "127.0.0.1"
 DNS_SERVICE = ("kube-system", "kube-dns")
 
-# Keys of RenderOptions.extra.
-CLUSTER_DOMAIN = "cluster_domain"
-DNS_FORMAT = "dns_format"
-DNS_SERVER_IP = "dns_server_ip"
+
+@dataclass(frozen=True, slots=True)
+class DnsFlags:
+    """--cluster-domain, --dns-format, --dns-server-ip as given (None: the default)."""
+
+    cluster_domain: str | None = None
+    dns_format: str | None = None
+    dns_server_ip: str | None = None
+
+
+def dns_flags(flags: Mapping[str, str]) -> DnsFlags:
+    return DnsFlags(flags.get("cluster_domain"), flags.get("dns_format"), flags.get("dns_server_ip"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,17 +40,17 @@ class DnsOptions:
     server_ip: str
 
 
-def dns_options(plan: Plan, extra: dict[str, Any]) -> DnsOptions:
+def dns_options(plan: Plan, flags: DnsFlags) -> DnsOptions:
     try:
-        domain = check_domain(str(extra.get(CLUSTER_DOMAIN) or DEFAULT_DOMAIN))
+        domain = check_domain(flags.cluster_domain or DEFAULT_DOMAIN)
     except ValueError as exc:
         raise UsageError(f"--cluster-domain: {exc}") from None
-    fmt = str(extra.get(DNS_FORMAT) or DEFAULT_FORMAT)
+    fmt = flags.dns_format or DEFAULT_FORMAT
     if fmt not in FORMATS:
         raise UsageError(f"--dns-format must be one of {', '.join(FORMATS)}, got {quote_value(fmt)}")
-    server = extra.get(DNS_SERVER_IP)
+    server = flags.dns_server_ip
     if server:
-        parsed = canonical_ip(str(server).strip())
+        parsed = canonical_ip(server.strip())
         if parsed is None:
             raise UsageError(f"--dns-server-ip: invalid IP address {quote_value(server)}")
         server_ip = parsed[1]

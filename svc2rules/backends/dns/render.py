@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import hashlib
 
-from svc2rules.backends import Artifact, RenderOptions
+from svc2rules.backends import Artifact, ArtifactPart, RenderOptions
 from svc2rules.backends.dns.names import record_type
-from svc2rules.backends.dns.options import DnsOptions, dns_options
+from svc2rules.backends.dns.options import DnsFlags, DnsOptions, dns_options
 from svc2rules.backends.dns.records import Record, service_records
 from svc2rules.ir import Plan
 from svc2rules.templating import render_template
@@ -21,8 +21,8 @@ NS_OWNER = "ns.dns"  # ns.dns.<zone>: outside `svc`, so no Service can own the s
 HOSTMASTER = "hostmaster"
 
 
-def render_dns(plan: Plan, options: RenderOptions) -> Artifact:
-    opts = dns_options(plan, options.extra)
+def render_dns(plan: Plan, options: RenderOptions[DnsFlags]) -> Artifact:
+    opts = dns_options(plan, options.backend or DnsFlags())
     records: list[Record] = []
     warnings: list[str] = []
     for svc in plan.services:
@@ -56,7 +56,7 @@ def _zone(records: list[Record], opts: DnsOptions, warnings: list[str]) -> Artif
         ),
     )
     text = render_template("dns/zone.j2", zone=zone, ttl=TTL, version=SCHEMA_VERSION, records=[soa, *body])
-    return Artifact("dns", text, tuple(warnings))
+    return Artifact("dns", (ArtifactPart(None, "a DNS server's zone file", text),), tuple(warnings))
 
 
 def serial(records: list[Record]) -> int:
@@ -78,4 +78,4 @@ def _hosts(records: list[Record], opts: DnsOptions, warnings: list[str]) -> Arti
             f"hosts format: {count} {'/'.join(dropped)} record(s) cannot be written as hosts lines"
         )
     text = render_template("dns/hosts.j2", zone=opts.domain, lines=lines)
-    return Artifact("dns", text, tuple(warnings))
+    return Artifact("dns", (ArtifactPart(None, "/etc/hosts", text),), tuple(warnings))

@@ -32,16 +32,14 @@ import os
 import re
 import shlex
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from svc2rules.apply.base import Change, plan_by_service_or_whole
-from svc2rules.apply.cache import code_identity
-from svc2rules.apply.conntrack import udp_facts, udp_facts_of
-from svc2rules.apply.runner import Result, Runner, first_line
+from svc2rules.compile.cache import code_identity
 from svc2rules.backends import RenderOptions
-from svc2rules.backends.iptables.render import LARGE_CLUSTER_ENDPOINTS, build_tables
+from svc2rules.backends.applier import BaseState, Change, ChangeKind, IncrementalApplier
+from svc2rules.backends.iptables.render import build_tables
 from svc2rules.backends.iptables.services import (
     ServicePart,
     head_lengths,
@@ -50,7 +48,10 @@ from svc2rules.backends.iptables.services import (
 )
 from svc2rules.config import ProxyConfig
 from svc2rules.errors import ApplyError, LockBusyError
-from svc2rules.ir import IPFamily, Plan, ServicePort
+from svc2rules.family import IPFamily
+from svc2rules.host.conntrack import udp_facts, udp_facts_of
+from svc2rules.host.runner import Result, Runner, first_line
+from svc2rules.ir import Plan, ServicePort
 from svc2rules.naming import ChainNames
 from svc2rules.resolve.incremental import IncrementalCompile
 
@@ -76,7 +77,7 @@ Chains = dict[str, list[str]]
 @dataclass
 class Desired:
     plan: Plan
-    options: RenderOptions
+    options: RenderOptions[None]
     names: ChainNames
     tables: dict[str, Chains]
     jumps: dict[str, list[tuple[str, str]]]
@@ -138,22 +139,49 @@ def _chain_of(line: str) -> str | None:
     return None
 
 
-class IptablesApplier:
-    name = "iptables"
+class IptablesState(BaseState, total=False):
+    prefix: str
+    tables: dict[str, dict[str, str]]  # table -> chain -> its rules, one per line
+    jumps: dict[str, list[list[str]]]  # table -> [built-in chain, spec]
+    jumps_live: dict[str, dict[str, list[str]]]  # read back: table -> built-in chain -> specs
+    groups: dict[str, str]
+    ctx: str
+    totals: dict[str, int]
+    segments: dict[str, Any]
+    owned: dict[str, Any]
 
-    def __init__(self) -> None:
-        self.names = ChainNames()
-        self.desired_cache: Desired | None = None
+
+@dataclass
+class IptablesChange(Change["Desired", IptablesState]):
+    # The tables as the state had them (validation checks references against them).
+    old_tables: dict[str, dict[str, str]] = field(default_factory=dict)
+    # A full load: create the built-in chains first (a chain-less restore cannot).
+    prep: bool = False
+
+
+class IptablesApplier(IncrementalApplier["Desired", IptablesState, IptablesChange]):
+    name = "iptables"
+    bulk_state_keys = ("tables", "udp", "groups", "segments", "owned")
+
+    def __init__(self, options: RenderOptions[None]) -> None:
+        super().__init__(options)
+        self.names = ChainNames(options.chain_prefix)
 
     # -- what we want ----------------------------------------------------------------------
 
     def marker_chain(self) -> str:
         return self.names.applied_marker
 
-    def desired(self, plan: Plan, options: RenderOptions, services: dict[str, str] | None = None) -> Desired:
+    def desired(self, plan: Plan) -> Desired:
+        return self._desired(plan, None)
+
+    def desired_with_services(self, plan: Plan, services: dict[str, str]) -> Desired:
+        return self._desired(plan, services)
+
+    def _desired(self, plan: Plan, services: dict[str, str] | None) -> Desired:
         """The tables for a plan; given the Services' fingerprints (`namespace/name` -> hex),
         also what the state needs to plan the next run Service by Service."""
-        self.names = ChainNames(options.chain_prefix)
+        options = self.options
         by_service: dict[str, Any] | None = None
         owned_chains: dict[str, set[str]] = {}
         if services is None:
@@ -171,9 +199,7 @@ class IptablesApplier:
             out[table.name] = chains
             jumps[table.name] = [(j.chain, j.spec) for j in table.jumps] if options.jumps else []
         udp = udp_facts(plan, plan.for_family(IPFamily.IPv4))
-        desired = Desired(plan, options, self.names, out, jumps, udp, by_service, owned_chains)
-        self.desired_cache = desired
-        return desired
+        return Desired(plan, options, self.names, out, jumps, udp, by_service, owned_chains)
 
     def sysctls(self, plan: Plan) -> dict[str, str]:
         return _sysctls(plan.config, sum(1 for sp in plan.service_ports if sp.node_port))
@@ -186,7 +212,7 @@ class IptablesApplier:
     def _list_chain(self, runner: Runner, table: str, chain: str) -> list[str] | None:
         return _listed_rules(runner.run(_list_argv(table, chain)), chain)
 
-    def marker(self, runner: Runner, state: dict[str, Any] | None) -> str | None:
+    def marker(self, runner: Runner, state: IptablesState | None) -> str | None:
         if state is not None and state.get("prefix"):
             self.names = ChainNames(state["prefix"]) if state["prefix"] != self.names.prefix else self.names
         seen = set()
@@ -211,7 +237,7 @@ class IptablesApplier:
                 out[table][chain] = ours
         return out
 
-    def quick_check(self, runner: Runner, state: dict[str, Any]) -> bool:
+    def quick_check(self, runner: Runner, state: IptablesState) -> bool:
         """Our jumps from the built-in chains are where foreign tools interfere (a firewall
         reload flushing INPUT); the marker covers our own chains."""
         live = self._our_jumps(runner, TABLE_ORDER)
@@ -231,8 +257,7 @@ class IptablesApplier:
                 return True
         return False
 
-    def read_live(self, runner: Runner, options: RenderOptions) -> dict[str, Any] | None:
-        self.names = ChainNames(options.chain_prefix)
+    def read_live(self, runner: Runner) -> IptablesState | None:
         tables: dict[str, dict[str, str]] = {}
         jumps_live: dict[str, dict[str, list[str]]] = {}
         for table in TABLE_ORDER:
@@ -262,8 +287,8 @@ class IptablesApplier:
     # -- planning --------------------------------------------------------------------------
 
     def plan_change(
-        self, runner: Runner, old: dict[str, Any] | None, trusted: bool, desired: Desired, generation: str
-    ) -> Change:
+        self, runner: Runner, old: IptablesState | None, trusted: bool, desired: Desired, generation: str
+    ) -> IptablesChange:
         self.names = desired.names
         marker = self.marker_chain()
         new_tables: dict[str, Chains] = {}
@@ -302,7 +327,7 @@ class IptablesApplier:
         state_tables: dict[str, dict[str, str]],
         removable: dict[str, list[str]] | None,
         by_service: dict[str, Any] | None,
-    ) -> Change:
+    ) -> IptablesChange:
         """The write turning `old` into `state_tables`. `new_tables` holds the chains to compare
         (all of them, or with `removable` only those that may have changed, plus the chains
         that may have gone)."""
@@ -335,7 +360,7 @@ class IptablesApplier:
             **(by_service or {}),
         }
         if not real_change and trusted:
-            return Change("none", "", "no changes", None, state_update=by_service)
+            return IptablesChange(ChangeKind.NONE, "", "no changes", None, state_update=by_service)
         lines: list[str] = []
         for section in sections:
             big = section.full or section.touched > ALL_CHAINS_THRESHOLD
@@ -345,47 +370,31 @@ class IptablesApplier:
             lines.extend(section.lines)
             lines.append("COMMIT")
         payload = "\n".join(lines) + "\n"
-        kind = "full" if full else "incremental"
+        kind = ChangeKind.FULL if full else ChangeKind.INCREMENTAL
         summary = (
             f"{kind}: {counts['written']} chain(s) written, {counts['edited']} rule(s) edited in place, "
             f"{counts['removed']} chain(s) removed, {counts['jumps']} jump(s) fixed"
         )
-        return Change(
-            kind, payload, summary, new_state, {"prep": full, "desired": desired, "old": old_tables}
+        return IptablesChange(
+            kind, payload, summary, cast(IptablesState, new_state), desired, old_tables=old_tables, prep=full
         )
 
     # -- planning from an incremental compile ------------------------------------------------
 
-    bulk_state_keys: tuple[str, ...] = ("tables", "udp", "groups", "segments", "owned")
-
-    def plan_compiled(
-        self,
-        runner: Runner,
-        old: dict[str, Any] | None,
-        trusted: bool,
-        compiled: IncrementalCompile,
-        options: RenderOptions,
-        generation: str,
-    ) -> Change:
-        """Rewrite only the changed Services' part of the tables when the state allows it,
-        else diff the whole plan's tables against the state (or the kernel)."""
-        self.names = ChainNames(options.chain_prefix)
-        return plan_by_service_or_whole(self, runner, old, trusted, compiled, options, generation)
-
     def plan_services(
         self,
         runner: Runner,
-        old: dict[str, Any],
+        old: IptablesState,
         compiled: IncrementalCompile,
-        options: RenderOptions,
         generation: str,
-    ) -> Change | None:
+    ) -> IptablesChange | None:
         """The change from the changed Services alone, or None when it needs the whole plan:
         the state has no per-Service entries, or something every Service's rules depend on
         changed (config, options, code, endpoint comments).
 
         The state keeps what each Service had loaded (its chains, its share of the shared
         chains, its UDP ports and counts), so only the new versions are rendered."""
+        options = self.options
         old_groups, segments, owned = old.get("groups"), old.get("segments"), old.get("owned")
         totals, tables = old.get("totals"), old.get("tables")
         if (
@@ -593,9 +602,9 @@ class IptablesApplier:
         section.lines.extend(fixes)
         section.lines.extend(section.deferred)
 
-    def plan_cleanup(self, runner: Runner, old: dict[str, Any] | None, options: RenderOptions) -> Change:
+    def plan_cleanup(self, runner: Runner, old: IptablesState | None) -> IptablesChange:
         # Cleanup always reads the kernel: it must remove what we own even without a state.
-        live = self.read_live(runner, options) or {}
+        live = self.read_live(runner) or {}
         tables: dict[str, dict[str, str]] = live.get("tables", {})
         jumps: dict[str, dict[str, list[str]]] = live.get("jumps_live", {})
         lines: list[str] = []
@@ -614,14 +623,14 @@ class IptablesApplier:
             lines.append("COMMIT")
             count += len(chains)
         if not lines:
-            return Change("none", "", "nothing of ours on this host", None)
-        return Change(
-            "cleanup", "\n".join(lines) + "\n", f"{count} chain(s) and their jumps removed", None, {}
+            return IptablesChange(ChangeKind.NONE, "", "nothing of ours on this host", None)
+        return IptablesChange(
+            ChangeKind.CLEANUP, "\n".join(lines) + "\n", f"{count} chain(s) and their jumps removed", None
         )
 
     # -- validation and loading ------------------------------------------------------------
 
-    def validate(self, runner: Runner, change: Change) -> None:
+    def validate(self, runner: Runner, change: IptablesChange) -> None:
         lines = change.payload.splitlines()
         if change.kind != "cleanup":
             self._check_references(change, lines)
@@ -638,10 +647,10 @@ class IptablesApplier:
             return
         self._trial_load(runner, trial, change)
 
-    def _check_references(self, change: Change, lines: list[str]) -> None:
+    def _check_references(self, change: IptablesChange, lines: list[str]) -> None:
         """`--test` does not resolve chain references: every one of ours must exist after the write."""
         prefix = self.names.prefix + "-"
-        old: dict[str, dict[str, str]] = change.details.get("old", {})
+        old = change.old_tables
         table = ""
         exists: set[str] = set()
         for number, line in enumerate(lines, 1):
@@ -669,11 +678,11 @@ class IptablesApplier:
                         )
                     )
 
-    def _trial_payload(self, change: Change, lines: list[str]) -> str | None:
+    def _trial_payload(self, change: IptablesChange, lines: list[str]) -> str | None:
         """What to load in a scratch namespace: the filter section (written second, so it must
         not fail once nat went in), with placeholders standing in for the host's chains it edits."""
         out: list[str] = []
-        old: dict[str, dict[str, str]] = change.details.get("old", {})
+        old = change.old_tables
         section: list[str] = []
         table = ""
         for line in lines:
@@ -715,7 +724,7 @@ class IptablesApplier:
             out.append("COMMIT")
         return "\n".join(out) + "\n" if out else None
 
-    def _trial_load(self, runner: Runner, trial: str, change: Change) -> None:
+    def _trial_load(self, runner: Runner, trial: str, change: IptablesChange) -> None:
         with tempfile.TemporaryDirectory(prefix="svc2rules-trial-") as tmp:
             prep_path = os.path.join(tmp, "prep")
             trial_path = os.path.join(tmp, "trial")
@@ -736,8 +745,8 @@ class IptablesApplier:
                 "the kernel refused the ruleset in a scratch namespace", result, trial.splitlines(), change
             )
 
-    def load(self, runner: Runner, change: Change) -> None:
-        if change.details.get("prep"):
+    def load(self, runner: Runner, change: IptablesChange) -> None:
+        if change.prep:
             result = runner.run(
                 ["iptables-restore", "-w", XTABLES_WAIT, "--noflush"], stdin=_prep_payload(), loader=True
             )
@@ -754,7 +763,7 @@ class IptablesApplier:
                 change,
             )
 
-    def _fail(self, what: str, result: Result, lines: list[str], change: Change) -> None:
+    def _fail(self, what: str, result: Result, lines: list[str], change: IptablesChange) -> None:
         message = first_line(result.stderr or result.stdout)
         if "xtables lock" in message or "holding the xtables lock" in message:
             raise LockBusyError(f"the xtables lock is busy ({message}); retry later")
@@ -766,14 +775,14 @@ class IptablesApplier:
                 raise ApplyError(self._describe(f"{what}: {message}", number, lines[number - 1], change))
         raise ApplyError(f"{what}: {message}")
 
-    def _describe(self, what: str, number: int, line: str, change: Change) -> str:
+    def _describe(self, what: str, number: int, line: str, change: IptablesChange) -> str:
         origin = self._origin(line, change)
         shown = line if len(line) <= 200 else line[:197] + "..."
         where = f" (from Service {origin})" if origin else ""
         return f"{what}; line {number}: {shown}{where}"
 
-    def _origin(self, line: str, change: Change) -> str | None:
-        desired: Desired | None = change.details.get("desired")
+    def _origin(self, line: str, change: IptablesChange) -> str | None:
+        desired = change.desired
         match = _COMMENT.search(line)
         if match:
             return match.group(1)
@@ -789,8 +798,7 @@ class IptablesApplier:
 
     # -- diff ------------------------------------------------------------------------------
 
-    def dump_live(self, runner: Runner, options: RenderOptions) -> str:
-        self.names = ChainNames(options.chain_prefix)
+    def dump_live(self, runner: Runner) -> str:
         out: list[str] = []
         for table in TABLE_ORDER:
             result = runner.run(["iptables-save", "-t", table])
@@ -938,13 +946,9 @@ def _ipv4(ports: Iterable[ServicePort]) -> tuple[ServicePort, ...]:
     return tuple(sp for sp in ports if sp.family == IPFamily.IPv4)
 
 
-def _endpoint_comments(total_endpoints: int, options: RenderOptions) -> bool:
+def _endpoint_comments(total_endpoints: int, options: RenderOptions[None]) -> bool:
     """render.endpoint_comments, from the plan's total of IPv4 endpoints."""
-    if options.comments == "always":
-        return True
-    if options.comments == "never":
-        return False
-    return total_endpoints <= LARGE_CLUSTER_ENDPOINTS
+    return options.comments.per_endpoint(total_endpoints)
 
 
 def _totals(ports: Iterable[ServicePort]) -> dict[str, int]:
@@ -955,7 +959,7 @@ def _totals(ports: Iterable[ServicePort]) -> dict[str, int]:
     }
 
 
-def service_context(config: ProxyConfig, options: RenderOptions, endpoint_comments: bool) -> str:
+def service_context(config: ProxyConfig, options: RenderOptions[None], endpoint_comments: bool) -> str:
     """Everything every Service's rules depend on besides its own objects: a Service's part of
     the state is reused only while this is unchanged."""
     parts = (
@@ -964,14 +968,14 @@ def service_context(config: ProxyConfig, options: RenderOptions, endpoint_commen
         options.chain_prefix,
         options.comments,
         options.jumps,
-        sorted(options.extra.items()),
+        options.backend,
         endpoint_comments,
     )
     return hashlib.blake2b(repr(parts).encode(), digest_size=16).hexdigest()
 
 
 def _by_service_state(
-    plan: Plan, options: RenderOptions, services: dict[str, str], parts: dict[str, ServicePart]
+    plan: Plan, options: RenderOptions[None], services: dict[str, str], parts: dict[str, ServicePart]
 ) -> dict[str, Any]:
     totals = _totals(plan.service_ports)
     segments: dict[str, dict[str, dict[str, int]]] = {t: {} for t in TABLE_ORDER}
@@ -1025,10 +1029,10 @@ class _Record:
         return cls(chains, tuple(udp), endpoints, nodeports)
 
 
-def _flat(old: dict[str, Any] | None) -> dict[str, Any] | None:
+def _flat(old: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """A state whose tables hold every chain (the Services' own chains put back in)."""
     if old is None or not isinstance(old.get("owned"), dict):
-        return old
+        return None if old is None else dict(old)
     tables = {t: dict(chains) for t, chains in old.get("tables", {}).items()}
     for data in old["owned"].values():
         record = _Record.read(data)

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from svc2rules.backends import Artifact, RenderOptions
+from svc2rules.backends import Artifact, ArtifactPart, RenderOptions
 from svc2rules.backends.iptables.rules import Jump, Table, comment
 from svc2rules.config import ProxyConfig
-from svc2rules.errors import BackendError
-from svc2rules.ir import Endpoint, IPFamily, Plan, ServicePort
+from svc2rules.family import IPFamily
+from svc2rules.ir import Endpoint, Plan, ServicePort
 from svc2rules.naming import ChainNames
 from svc2rules.templating import render_template
-
-# kube-proxy drops per-endpoint comments above this many endpoints (largeClusterMode).
-LARGE_CLUSTER_ENDPOINTS = 1000
 
 
 def probability(n: int) -> str:
@@ -27,7 +24,7 @@ def probability(n: int) -> str:
     return f"{1.0 / n:0.10f}"
 
 
-def render_iptables(plan: Plan, options: RenderOptions) -> Artifact:
+def render_iptables(plan: Plan, options: RenderOptions[None]) -> Artifact:
     tables, warnings = build_tables(plan, options)
     text = render_template(
         "iptables/restore.j2",
@@ -35,12 +32,12 @@ def render_iptables(plan: Plan, options: RenderOptions) -> Artifact:
         jumps=options.jumps,
         prefix=options.chain_prefix,
     )
-    return Artifact("iptables", text, warnings)
+    return Artifact("iptables", (ArtifactPart(IPFamily.IPv4, "iptables-restore --noflush", text),), warnings)
 
 
 def build_tables(
     plan: Plan,
-    options: RenderOptions,
+    options: RenderOptions[None],
     *,
     on_port: Callable[[TableWriter, ServicePort | None], None] | None = None,
 ) -> tuple[list[Table], tuple[str, ...]]:
@@ -50,10 +47,7 @@ def build_tables(
     `on_port(writer, None)` before the fixed tail: a service port only appends (chains and
     rules) to the tables, so what it added lies between two calls (apply keeps the tables
     per Service that way)."""
-    family = IPFamily(options.extra.get("family", IPFamily.IPv4))
-    if family != IPFamily.IPv4:
-        raise BackendError("the iptables backend renders IPv4 only for now (ip6tables output is planned)")
-    ports = plan.for_family(family)
+    ports = plan.for_family(IPFamily.IPv4)
     skipped = len(plan.service_ports) - len(ports)
     warnings = (
         (f"{skipped} IPv6 service port(s) not rendered: the iptables backend is IPv4 only",)
@@ -72,13 +66,9 @@ def build_tables(
     return [writer.filter, writer.nat], warnings
 
 
-def endpoint_comments(ports: Sequence[ServicePort], options: RenderOptions) -> bool:
+def endpoint_comments(ports: Sequence[ServicePort], options: RenderOptions[None]) -> bool:
     """Whether endpoint rules carry comments: kube-proxy drops them in large clusters."""
-    if options.comments == "always":
-        return True
-    if options.comments == "never":
-        return False
-    return sum(len(sp.reachable_endpoints) for sp in ports) <= LARGE_CLUSTER_ENDPOINTS
+    return options.comments.per_endpoint(sum(len(sp.reachable_endpoints) for sp in ports))
 
 
 class TableWriter:
@@ -87,7 +77,7 @@ class TableWriter:
     A service port's rules depend on the port, the config, the options and whether endpoint
     rules carry comments, never on the other ports."""
 
-    def __init__(self, config: ProxyConfig, options: RenderOptions, *, endpoint_comments: bool) -> None:
+    def __init__(self, config: ProxyConfig, options: RenderOptions[None], *, endpoint_comments: bool) -> None:
         self.config = config
         self.names = ChainNames(options.chain_prefix)
         self.mark = config.masquerade_mark

@@ -17,7 +17,8 @@ from svc2rules.backends import RenderOptions
 from svc2rules.backends.iptables.render import TableWriter, build_tables
 from svc2rules.backends.iptables.rules import Table
 from svc2rules.config import ProxyConfig
-from svc2rules.ir import IPFamily, Plan, ServicePort
+from svc2rules.family import IPFamily
+from svc2rules.ir import Plan, ServicePort
 
 TABLES = ("filter", "nat")
 
@@ -51,7 +52,7 @@ def _part(tables: Iterable[Table], spans: dict[str, tuple[int, int, int, int]]) 
     return part
 
 
-def split_by_service(plan: Plan, options: RenderOptions) -> tuple[list[Table], dict[str, ServicePart]]:
+def split_by_service(plan: Plan, options: RenderOptions[None]) -> tuple[list[Table], dict[str, ServicePart]]:
     """The whole tables (exactly build_tables') and what each Service contributed to them."""
     marks: list[tuple[str | None, dict[str, tuple[int, int]]]] = []
 
@@ -70,7 +71,11 @@ def split_by_service(plan: Plan, options: RenderOptions) -> tuple[list[Table], d
 
 
 def service_part(
-    config: ProxyConfig, ports: Iterable[ServicePort], options: RenderOptions, *, endpoint_comments: bool
+    config: ProxyConfig,
+    ports: Iterable[ServicePort],
+    options: RenderOptions[None],
+    *,
+    endpoint_comments: bool,
 ) -> ServicePart:
     """One Service's part, rendered on its own (its IPv4 ports, as build_tables renders)."""
     writer = TableWriter(config, options, endpoint_comments=endpoint_comments)
@@ -82,7 +87,7 @@ def service_part(
     return _part(tables, spans)
 
 
-def head_lengths(config: ProxyConfig, options: RenderOptions) -> dict[str, dict[str, int]]:
+def head_lengths(config: ProxyConfig, options: RenderOptions[None]) -> dict[str, dict[str, int]]:
     """How many fixed rules each chain has before the Services' (table -> chain -> count)."""
     writer = TableWriter(config, options, endpoint_comments=False)
     writer.head()

@@ -20,22 +20,25 @@ Unlike iptables and nftables, IPVS has no transaction and no place for a comment
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from svc2rules.apply.base import Change
-from svc2rules.apply.conntrack import udp_facts
-from svc2rules.apply.runner import Runner
 from svc2rules.backends import RenderOptions
+from svc2rules.backends.applier import Applier, BaseState, Change, ChangeKind
 from svc2rules.backends.ipvs import ops, proctable, sets, tables
 from svc2rules.backends.ipvs.build import build_ruleset
 from svc2rules.backends.ipvs.execute import Executor
 from svc2rules.backends.ipvs.kernel import Kernel
 from svc2rules.backends.ipvs.model import IpvsRuleset
 from svc2rules.backends.ipvs.names import DUMMY_INTERFACE, IpvsNames
+from svc2rules.backends.ipvs.options import IpvsOptions
 from svc2rules.backends.ipvs.reconcile import Key, Live, Wanted, ledger_set, plan
-from svc2rules.ir import IPFamily, Plan
+from svc2rules.family import IPFamily
+from svc2rules.host.conntrack import udp_facts
+from svc2rules.host.runner import Runner
+from svc2rules.ir import Plan
 
 SYSCTLS = {
     "net.ipv4.ip_forward": "1",
@@ -65,19 +68,33 @@ def _ledger_key(entry: str) -> Key | None:
     return (protocol, address, int(port)) if port.isdigit() else None
 
 
-class IpvsApplier:
+class IpvsState(BaseState, total=False):
+    prefix: str
+    draining: dict[str, float]
+    ipvs_table: dict[str, list[str]]
+    addresses: list[str]
+
+
+@dataclass
+class IpvsChange(Change[Desired, IpvsState]):
+    # The netlink and tool steps, in order, with their undo (ops.py).
+    ops: Sequence[ops.Op] = ()
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class IpvsApplier(Applier[Desired, IpvsState, IpvsChange]):
     name = "ipvs"
 
-    def __init__(self) -> None:
+    def __init__(self, options: RenderOptions[IpvsOptions]) -> None:
+        super().__init__(options)
         self.kernel = Kernel()
-        self.names = IpvsNames.for_prefix("SVC2R")
+        self.names = IpvsNames.for_prefix(options.chain_prefix)
         self._tables: tables.Snapshot | None = None
 
     # -- what we want ----------------------------------------------------------------------
 
-    def desired(self, plan: Plan, options: RenderOptions) -> Desired:
-        self.names = IpvsNames.for_prefix(options.chain_prefix)
-        rules = build_ruleset(plan, options)
+    def desired(self, plan: Plan) -> Desired:
+        rules = build_ruleset(plan, self.options)
         return Desired(plan, rules, self.names, udp_facts(plan, plan.for_family(IPFamily.IPv4)))
 
     def sysctls(self, plan: Plan) -> dict[str, str]:
@@ -88,13 +105,13 @@ class IpvsApplier:
 
     # -- reading the host ------------------------------------------------------------------
 
-    def marker(self, runner: Runner, state: dict[str, Any] | None) -> str | None:
+    def marker(self, runner: Runner, state: IpvsState | None) -> str | None:
         if state is not None and state.get("prefix"):
             self.names = IpvsNames.for_prefix(state["prefix"])
         self._tables = tables.read_live(runner, self.names)
         return self._tables.generation(self.names)
 
-    def quick_check(self, runner: Runner, state: dict[str, Any]) -> bool:
+    def quick_check(self, runner: Runner, state: IpvsState) -> bool:
         """IPVS and the dummy interface are not under the marker: compare them with what the
         state expects, from one read of /proc/net/ip_vs and one `ip addr`. A real server still
         draining always takes the full path (it may have drained by now)."""
@@ -110,13 +127,13 @@ class IpvsApplier:
         bound = sorted(w.split("/")[0] for line in result.stdout.splitlines() for w in line.split()[3:4])
         return result.ok and bound == sorted(state.get("addresses", []))
 
-    def read_live(self, runner: Runner, options: RenderOptions) -> dict[str, Any] | None:
+    def read_live(self, runner: Runner) -> IpvsState | None:
         # Everything is read back on every run anyway (plan_change); an untrusted state only
         # loses how long real servers have been draining, which restarts now.
         return {
             "backend": self.name,
             "generation": None,
-            "prefix": options.chain_prefix,
+            "prefix": self.options.chain_prefix,
             "draining": {},
             "udp": {},
         }
@@ -152,8 +169,8 @@ class IpvsApplier:
     # -- planning ----------------------------------------------------------------------------
 
     def plan_change(
-        self, runner: Runner, old: dict[str, Any] | None, trusted: bool, desired: Desired, generation: str
-    ) -> Change:
+        self, runner: Runner, old: IpvsState | None, trusted: bool, desired: Desired, generation: str
+    ) -> IpvsChange:
         names = desired.names
         self.kernel.ipvs()  # no IPVS here: say so before anything else can fail for that reason
         ledger = ledger_set(desired.rules, names)
@@ -161,7 +178,7 @@ class IpvsApplier:
         live = self._live(runner, names, {s.name for s in wanted.sets})
         draining = dict((old or {}).get("draining", {}))
         planned = plan(live, wanted, draining, time.time(), generation)
-        new_state = {
+        new_state: IpvsState = {
             "backend": self.name,
             "generation": generation,
             "prefix": names.prefix,
@@ -172,15 +189,15 @@ class IpvsApplier:
         }
         if planned.empty:
             self.kernel.close()
-            return Change("none", "", "no changes", None)
-        kind = "incremental" if live.services or live.sets else "full"
+            return IpvsChange(ChangeKind.NONE, "", "no changes", None)
+        kind = ChangeKind.INCREMENTAL if live.services or live.sets else ChangeKind.FULL
         payload = "".join(step.describe() + "\n" for step in planned.ops)
-        return Change(
-            kind, payload, planned.summary(), new_state, {"ops": planned.ops, "counts": planned.counts}
+        return IpvsChange(
+            kind, payload, planned.summary(), new_state, desired, ops=planned.ops, counts=planned.counts
         )
 
-    def plan_cleanup(self, runner: Runner, old: dict[str, Any] | None, options: RenderOptions) -> Change:
-        prefix = (old or {}).get("prefix") or options.chain_prefix
+    def plan_cleanup(self, runner: Runner, old: IpvsState | None) -> IpvsChange:
+        prefix = (old or {}).get("prefix") or self.options.chain_prefix
         names = IpvsNames.for_prefix(prefix)
         known = {s.name for s in build_ruleset(_EMPTY_PLAN, RenderOptions(chain_prefix=prefix)).ipsets}
         known.add(names.owned_virtual_servers)
@@ -212,34 +229,33 @@ class IpvsApplier:
             steps.append(ops.IpsetRestore(destroy, recreate, ops.REMOVE))
         self.kernel.close()
         if not steps:
-            return Change("none", "", "nothing of ours on this host", None)
+            return IpvsChange(ChangeKind.NONE, "", "nothing of ours on this host", None)
         summary = (
             f"{len(live.services)} virtual server(s), the dummy interface "
             f"({len(live.addresses)} address(es)), {sum(len(c) for c in live.tables.chains.values())} chain(s) "
             f"and {len(live.sets)} ipset(s) removed"
         )
         payload = "".join(step.describe() + "\n" for step in steps)
-        return Change("cleanup", payload, summary, None, {"ops": steps})
+        return IpvsChange(ChangeKind.CLEANUP, payload, summary, None, ops=steps)
 
     # -- writing -----------------------------------------------------------------------------
 
-    def validate(self, runner: Runner, change: Change) -> None:
+    def validate(self, runner: Runner, change: IpvsChange) -> None:
         # The companion rules and our sets were trial-loaded in a scratch namespace while
         # planning (tables.kernel_spelling); IPVS itself has nothing to trial.
         return None
 
-    def load(self, runner: Runner, change: Change) -> None:
+    def load(self, runner: Runner, change: IpvsChange) -> None:
         try:
-            Executor(self.kernel, runner).run(change.details["ops"])
+            Executor(self.kernel, runner).run(change.ops)
         finally:
-            change.details["netlink_writes"] = self.kernel.writes
             self.kernel.close()
 
     # -- diff --------------------------------------------------------------------------------
 
-    def dump_live(self, runner: Runner, options: RenderOptions) -> str:
-        names = IpvsNames.for_prefix(options.chain_prefix)
-        known = {s.name for s in build_ruleset(_EMPTY_PLAN, options).ipsets}
+    def dump_live(self, runner: Runner) -> str:
+        names = IpvsNames.for_prefix(self.options.chain_prefix)
+        known = {s.name for s in build_ruleset(_EMPTY_PLAN, self.options).ipsets}
         live = self._live(runner, names, {*known, names.owned_virtual_servers})
         self.kernel.close()
         servers = [s.server for _, s in sorted(live.services.items())]

@@ -24,9 +24,9 @@ from svc2rules.backends import RenderOptions
 from svc2rules.backends.ipvs.companion import build_companion
 from svc2rules.backends.ipvs.model import IpSet, IpvsRuleset, RealServer, VirtualServer
 from svc2rules.backends.ipvs.names import DUMMY_INTERFACE, IpvsNames
-from svc2rules.errors import UsageError
-from svc2rules.ir import Endpoint, FrontendKind, IPFamily, Plan, ServicePort
-from svc2rules.model.service import IPVS_SCHEDULERS
+from svc2rules.backends.ipvs.options import IpvsOptions, check_scheduler
+from svc2rules.family import IPFamily
+from svc2rules.ir import Endpoint, FrontendKind, Plan, ServicePort
 
 DEFAULT_SCHEDULER = "rr"
 # kube-proxy sets FlagSourceHash (0x10 = IP_VS_SVC_F_SCHED2) on every `mh` virtual server.
@@ -35,20 +35,12 @@ _HASH_OPTIONS = "family inet hashsize 1024 maxelem 65536 comment"
 _BITMAP_OPTIONS = "range 0-65535 comment"
 
 
-def default_scheduler(plan: Plan, options: RenderOptions) -> str:
+def default_scheduler(plan: Plan, options: RenderOptions[IpvsOptions]) -> str:
     """--ipvs-scheduler, else the config file's ipvs.scheduler, else rr."""
-    flag = options.extra.get("ipvs_scheduler")
-    if flag:
-        return check_scheduler(str(flag), "--ipvs-scheduler")
+    chosen = options.backend.scheduler if options.backend is not None else None
+    if chosen:
+        return chosen
     return check_scheduler(plan.config.ipvs_scheduler or DEFAULT_SCHEDULER, "ipvs.scheduler")
-
-
-def check_scheduler(name: str, where: str) -> str:
-    if name not in IPVS_SCHEDULERS:
-        raise UsageError(
-            f"{where}: unknown IPVS scheduler {name!r} (choose from: {', '.join(IPVS_SCHEDULERS)})"
-        )
-    return name
 
 
 def node_port_addresses(plan: Plan) -> tuple[str, ...]:
@@ -165,7 +157,7 @@ def external_endpoints(sp: ServicePort) -> tuple[Endpoint, ...]:
 
 
 class _Builder:
-    def __init__(self, plan: Plan, options: RenderOptions, ports: Sequence[ServicePort]) -> None:
+    def __init__(self, plan: Plan, options: RenderOptions[IpvsOptions], ports: Sequence[ServicePort]) -> None:
         self.plan = plan
         self.ports = ports
         self.names = IpvsNames.for_prefix(options.chain_prefix)
@@ -273,7 +265,7 @@ class _Builder:
             self.bind.setdefault(ip, service)
 
 
-def build_ruleset(plan: Plan, options: RenderOptions) -> IpvsRuleset:
+def build_ruleset(plan: Plan, options: RenderOptions[IpvsOptions]) -> IpvsRuleset:
     ports = plan.for_family(IPFamily.IPv4)
     builder = _Builder(plan, options, ports)
     warnings: list[str] = []

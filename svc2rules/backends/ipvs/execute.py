@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from svc2rules.apply.runner import Runner
 from svc2rules.backends.ipvs import ops, sets, tables
 from svc2rules.backends.ipvs.kernel import Kernel
 from svc2rules.backends.ipvs.model import RealServer
 from svc2rules.errors import ApplyError
+from svc2rules.host.runner import Runner
 
 
 class Executor:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from svc2rules.backends import Artifact, RenderOptions
+from svc2rules.backends import Artifact, ArtifactPart, RenderOptions
 from svc2rules.backends.ipvs.build import build_ruleset, default_scheduler
 from svc2rules.backends.ipvs.model import VirtualServer
-from svc2rules.errors import BackendError
-from svc2rules.ir import IPFamily, Plan
+from svc2rules.backends.ipvs.options import IpvsOptions
+from svc2rules.family import IPFamily
+from svc2rules.ir import Plan
 from svc2rules.templating import render_template
 
 
@@ -18,10 +19,7 @@ class _Group:
     servers: list[VirtualServer]
 
 
-def render_ipvs(plan: Plan, options: RenderOptions) -> Artifact:
-    family = IPFamily(options.extra.get("family", IPFamily.IPv4))
-    if family != IPFamily.IPv4:
-        raise BackendError("the ipvs backend renders IPv4 only for now")
+def render_ipvs(plan: Plan, options: RenderOptions[IpvsOptions]) -> Artifact:
     rules = build_ruleset(plan, options)
     groups: list[_Group] = []
     for vs in rules.virtual_servers:
@@ -37,4 +35,6 @@ def render_ipvs(plan: Plan, options: RenderOptions) -> Artifact:
         comments=options.comments != "never",
         prefix=options.chain_prefix,
     )
-    return Artifact("ipvs", text, rules.warnings)
+    return Artifact(
+        "ipvs", (ArtifactPart(IPFamily.IPv4, "svc2rules apply --backend ipvs", text),), rules.warnings
+    )

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from svc2rules.apply.runner import Runner, first_line
 from svc2rules.backends.ipvs.model import IpSet
 from svc2rules.errors import ApplyError
+from svc2rules.host.runner import Runner, first_line
 
 
 @dataclass(frozen=True, slots=True)

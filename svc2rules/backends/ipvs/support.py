@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from svc2rules.apply.runner import which
 from svc2rules.errors import ApplyError
+from svc2rules.host.runner import which
 
 AUTO = "auto"
 FALLBACK = "iptables"

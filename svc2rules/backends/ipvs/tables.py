@@ -17,10 +17,10 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from svc2rules.apply.runner import Runner, first_line
 from svc2rules.backends.ipvs.model import IpvsRuleset
 from svc2rules.backends.ipvs.names import IpvsNames
 from svc2rules.errors import ApplyError
+from svc2rules.host.runner import Runner, first_line
 
 TABLES = ("nat", "filter")
 BUILTIN = {"nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"), "filter": ("INPUT", "FORWARD", "OUTPUT")}

@@ -18,16 +18,14 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from svc2rules.apply.base import Change, plan_by_service_or_whole
-from svc2rules.apply.cache import code_identity
-from svc2rules.apply.conntrack import udp_facts, udp_facts_of
-from svc2rules.apply.runner import Result, Runner, first_line
+from svc2rules.compile.cache import code_identity
 from svc2rules.backends import RenderOptions
+from svc2rules.backends.applier import BaseState, Change, ChangeKind, IncrementalApplier
 from svc2rules.backends.nftables.grouped import CLAIM_COLLECTIONS
+from svc2rules.backends.nftables.options import DEFAULT_LAYOUT, NftablesOptions
 from svc2rules.backends.nftables.render import (
-    DEFAULT_LAYOUT,
     build_table,
     element_comments,
     format_table,
@@ -36,13 +34,14 @@ from svc2rules.backends.nftables.render import (
 from svc2rules.backends.nftables.text import check_table_name
 from svc2rules.config import ProxyConfig
 from svc2rules.errors import ApplyError
-from svc2rules.ir import IPFamily, Plan, ServicePort
+from svc2rules.family import IPFamily
+from svc2rules.host.conntrack import udp_facts, udp_facts_of
+from svc2rules.host.runner import Result, Runner, first_line
+from svc2rules.ir import Plan, ServicePort
 from svc2rules.resolve.incremental import IncrementalCompile
 from svc2rules.resolve.plan import ServiceResolution
 
 MARKER_SET = "applied-generation"
-# render.LARGE_CLUSTER_ENDPOINTS: element comments are dropped above this many endpoints.
-LARGE_CLUSTER_ENDPOINTS = 1000
 FAMILY = "ip"
 _GENERATION = re.compile(r"svc2rules generation ([A-Za-z0-9-]+)")
 _COLLECTION = re.compile(r"^\t(map|set) (\S+) \{$")
@@ -158,16 +157,40 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-class NftablesApplier:
+class NftablesState(BaseState, total=False):
+    table: str
+    header: str
+    blocks: dict[str, str]
+    elements: Elements
+    groups: dict[str, str]
+    ctx: str
+    totals: dict[str, int]
+    shared: dict[str, dict[str, int]]
+    facts: dict[str, Any]
+    conflicts: bool
+
+
+NftablesChange = Change["Desired", NftablesState]
+
+
+class NftablesApplier(IncrementalApplier["Desired", NftablesState, NftablesChange]):
     name = "nftables"
+    bulk_state_keys = ("elements", "udp", "groups", "shared", "facts")
 
-    def __init__(self) -> None:
-        self.table = "svc2rules"
+    def __init__(self, options: RenderOptions[NftablesOptions]) -> None:
+        super().__init__(options)
+        self.table = check_table_name(options.table)
 
-    def desired(self, plan: Plan, options: RenderOptions, services: dict[str, str] | None = None) -> Desired:
+    def desired(self, plan: Plan) -> Desired:
+        return self._desired(plan, None)
+
+    def desired_with_services(self, plan: Plan, services: dict[str, str]) -> Desired:
+        return self._desired(plan, services)
+
+    def _desired(self, plan: Plan, services: dict[str, str] | None) -> Desired:
         """The table for a plan; given the Services' fingerprints (`namespace/name` -> hex),
         also what the state needs to plan the next run Service by Service."""
-        self.table = check_table_name(options.table)
+        options = self.options
         journal = _Journal() if services is not None and layout_name(options) == DEFAULT_LAYOUT else None
         table, _, layout = build_table(plan, options, observer=journal)
         text = format_table(table, layout, options)
@@ -195,20 +218,16 @@ class NftablesApplier:
 
     # -- reading the kernel ----------------------------------------------------------------
 
-    def marker(self, runner: Runner, state: dict[str, Any] | None) -> str | None:
+    def marker(self, runner: Runner, state: NftablesState | None) -> str | None:
         if state is not None and state.get("table"):
             self.table = state["table"]
         result = runner.run(["nft", "list", "set", FAMILY, self.table, MARKER_SET])
         match = _GENERATION.search(result.stdout) if result.ok else None
         return match.group(1) if match else None
 
-    def quick_check(self, runner: Runner, state: dict[str, Any]) -> bool:
-        return True  # the table is ours whole: the marker in it is the check
-
-    def read_live(self, runner: Runner, options: RenderOptions) -> dict[str, Any] | None:
-        # Not needed: without a trusted state we load the whole table, which replaces
-        # whatever is there in the same transaction. Reading it back would cost ~10 s at 10k.
-        return None
+    # quick_check and read_live keep the contract's defaults: the table is ours whole (the
+    # marker in it is the check), and without a trusted state we load the whole table, which
+    # replaces whatever is there in the same transaction (reading it back: ~10 s at 10k).
 
     # -- planning --------------------------------------------------------------------------
 
@@ -221,8 +240,8 @@ class NftablesApplier:
         return out
 
     def plan_change(
-        self, runner: Runner, old: dict[str, Any] | None, trusted: bool, desired: Desired, generation: str
-    ) -> Change:
+        self, runner: Runner, old: NftablesState | None, trusted: bool, desired: Desired, generation: str
+    ) -> NftablesChange:
         self.table = desired.table
         old_blocks: dict[str, str] = (old or {}).get("blocks", {})
         blocks: dict[str, str] = {}
@@ -243,7 +262,6 @@ class NftablesApplier:
             "udp": desired.udp,
             **(desired.by_service or {}),
         }
-        details: dict[str, Any] = {"desired": desired}
         if (
             not trusted
             or old is None
@@ -254,8 +272,12 @@ class NftablesApplier:
             assert desired.text is not None
             payload = desired.text + "\n".join(self._marker_commands(generation, replace=False)) + "\n"
             count = sum(len(e) for e in desired.elements.values())
-            return Change(
-                "full", payload, f"full: table {self.table} replaced ({count} elements)", new_state, details
+            return NftablesChange(
+                ChangeKind.FULL,
+                payload,
+                f"full: table {self.table} replaced ({count} elements)",
+                cast(NftablesState, new_state),
+                desired,
             )
 
         # Only whole blocks come or go (e.g. a new endpoint-count group): the transaction
@@ -287,7 +309,7 @@ class NftablesApplier:
                 adds.append(f"add element {FAMILY} {self.table} {name} {{ {', '.join(new)} }}")
                 added += len(new)
         if not deletes and not adds and not gone_blocks and not new_blocks:
-            return Change("none", "", "no changes", None, state_update=desired.by_service)
+            return NftablesChange(ChangeKind.NONE, "", "no changes", None, state_update=desired.by_service)
         structure: list[str] = []
         structure += [
             f"delete {name.replace(' ', f' {FAMILY} {self.table} ', 1)}"
@@ -310,38 +332,28 @@ class NftablesApplier:
         summary = f"incremental: {deleted} element(s) deleted, {added} element(s) added"
         if gone_blocks or new_blocks:
             summary += f", {len(new_blocks)} set/map/chain(s) added, {len(gone_blocks)} removed"
-        return Change("incremental", "\n".join(commands) + "\n", summary, new_state, details)
+        return NftablesChange(
+            ChangeKind.INCREMENTAL,
+            "\n".join(commands) + "\n",
+            summary,
+            cast(NftablesState, new_state),
+            desired,
+        )
 
     # -- planning from an incremental compile ------------------------------------------------
-
-    bulk_state_keys: tuple[str, ...] = ("elements", "udp", "groups", "shared", "facts")
-
-    def plan_compiled(
-        self,
-        runner: Runner,
-        old: dict[str, Any] | None,
-        trusted: bool,
-        compiled: IncrementalCompile,
-        options: RenderOptions,
-        generation: str,
-    ) -> Change:
-        """Update only the changed Services' elements when the state allows it, else diff the
-        whole plan's table against the state (or replace it)."""
-        self.table = check_table_name(options.table)
-        return plan_by_service_or_whole(self, runner, old, trusted, compiled, options, generation)
 
     def plan_services(
         self,
         runner: Runner,
-        old: dict[str, Any],
+        old: NftablesState,
         compiled: IncrementalCompile,
-        options: RenderOptions,
         generation: str,
-    ) -> Change | None:
+    ) -> NftablesChange | None:
         """The change from the changed Services alone, or None when it needs the whole plan:
         the state has no per-Service entries, something every Service's elements depend on
         changed, the previous version of a changed Service is unknown, two Services offer the
         same key differently, or the set of chains and maps the table needs changes."""
+        options = self.options
         old_groups, elements, shared = old.get("groups"), old.get("elements"), old.get("shared")
         facts, totals = old.get("facts"), old.get("totals")
         if (
@@ -464,16 +476,15 @@ class NftablesApplier:
         )
         change = self.plan_change(runner, old, True, desired, generation)
         change.sysctls = self.sysctls(desired.plan)
-        change.touched = {"elements": touched}
+        change.touched = {"elements": dict(touched)}
         return change
 
-    def plan_cleanup(self, runner: Runner, old: dict[str, Any] | None, options: RenderOptions) -> Change:
-        self.table = check_table_name(options.table)
+    def plan_cleanup(self, runner: Runner, old: NftablesState | None) -> NftablesChange:
         tables = runner.run(["nft", "list", "tables", FAMILY])
         if tables.ok and f"table {FAMILY} {self.table}" not in tables.stdout.splitlines():
-            return Change("none", "", "nothing of ours on this host", None)
+            return NftablesChange(ChangeKind.NONE, "", "nothing of ours on this host", None)
         payload = f"delete table {FAMILY} {self.table}\n"
-        return Change("cleanup", payload, f"table {FAMILY} {self.table} removed", None, {})
+        return NftablesChange(ChangeKind.CLEANUP, payload, f"table {FAMILY} {self.table} removed", None)
 
     # -- validation and loading ------------------------------------------------------------
 
@@ -487,7 +498,7 @@ class NftablesApplier:
         finally:
             os.unlink(path)
 
-    def validate(self, runner: Runner, change: Change) -> None:
+    def validate(self, runner: Runner, change: NftablesChange) -> None:
         if change.kind == "full":
             # A full load is one transaction that the kernel either takes whole or refuses
             # whole; `nft -c` first would double its cost (1.3 s at 10k Services) for nothing.
@@ -496,14 +507,14 @@ class NftablesApplier:
         if not result.ok:
             self._fail("nft -c refused the ruleset", result, change)
 
-    def load(self, runner: Runner, change: Change) -> None:
+    def load(self, runner: Runner, change: NftablesChange) -> None:
         result, _ = self._nft_file(runner, change.payload, check=False, loader=True)
         if not result.ok:
             if change.kind == "cleanup" and "No such file" in result.stderr:
                 return
             self._fail("the kernel refused the ruleset; the host keeps its previous rules", result, change)
 
-    def _fail(self, what: str, result: Result, change: Change) -> None:
+    def _fail(self, what: str, result: Result, change: NftablesChange) -> None:
         text = result.stderr or result.stdout
         match = _ERROR_LINE.search(text)
         lines = change.payload.splitlines()
@@ -516,11 +527,11 @@ class NftablesApplier:
             raise ApplyError(f"{what}: {match.group(2).strip()}; line {number}: {shown}{where}")
         raise ApplyError(f"{what}: {first_line(text)}")
 
-    def _origin(self, line: str, change: Change) -> str | None:
+    def _origin(self, line: str, change: NftablesChange) -> str | None:
         match = _SERVICE.search(line)
         if match:
             return match.group(1)
-        desired: Desired | None = change.details.get("desired")
+        desired = change.desired
         if desired is None:
             return None
         words = set(re.findall(r"[0-9]+(?:\.[0-9]+){3}", line))
@@ -563,8 +574,7 @@ class NftablesApplier:
             out.append(line)
         return _sorted_blocks(out)
 
-    def dump_live(self, runner: Runner, options: RenderOptions) -> str:
-        self.table = check_table_name(options.table)
+    def dump_live(self, runner: Runner) -> str:
         result = runner.run(["nft", "list", "table", FAMILY, self.table])
         return self._owned(result.stdout) if result.ok else ""
 
@@ -596,16 +606,14 @@ def _endpoint_total(ports: tuple[ServicePort, ...]) -> int:
     return sum(len(sp.reachable_endpoints) for sp in _ipv4(ports))
 
 
-def _element_comments(total_endpoints: int, options: RenderOptions) -> bool:
+def _element_comments(total_endpoints: int, options: RenderOptions[NftablesOptions]) -> bool:
     """render.element_comments, from the plan's total of IPv4 endpoints."""
-    if options.comments == "always":
-        return True
-    if options.comments == "never":
-        return False
-    return total_endpoints <= LARGE_CLUSTER_ENDPOINTS
+    return options.comments.per_endpoint(total_endpoints)
 
 
-def service_context(config: ProxyConfig, options: RenderOptions, element_comments_on: bool) -> str:
+def service_context(
+    config: ProxyConfig, options: RenderOptions[NftablesOptions], element_comments_on: bool
+) -> str:
     """Everything every Service's elements depend on besides its own objects: a Service's part
     of the state is reused only while this is unchanged."""
     parts = (
@@ -614,7 +622,7 @@ def service_context(config: ProxyConfig, options: RenderOptions, element_comment
         options.table,
         options.comments,
         options.jumps,
-        sorted(options.extra.items()),
+        options.backend,
         element_comments_on,
     )
     return hashlib.blake2b(repr(parts).encode(), digest_size=16).hexdigest()
@@ -643,7 +651,7 @@ class _Contribution:
         cls,
         config: ProxyConfig,
         ports: tuple[ServicePort, ...],
-        options: RenderOptions,
+        options: RenderOptions[NftablesOptions],
         comments_on: bool,
         empty: _Contribution | None,
     ) -> _Contribution:

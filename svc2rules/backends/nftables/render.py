@@ -2,46 +2,37 @@
 
 from __future__ import annotations
 
-from svc2rules.backends import Artifact, RenderOptions
+from svc2rules.backends import Artifact, ArtifactPart, RenderOptions
 from svc2rules.backends.nftables.grouped import GroupedLayout, LayoutObserver
 from svc2rules.backends.nftables.kubeproxy import KubeProxyLayout
 from svc2rules.backends.nftables.objects import Table
+from svc2rules.backends.nftables.options import NftablesOptions
 from svc2rules.backends.nftables.text import check_table_name, quote_comment
-from svc2rules.errors import BackendError, UsageError
-from svc2rules.ir import IPFamily, Plan, ServicePort
+from svc2rules.family import IPFamily
+from svc2rules.ir import Plan, ServicePort
 from svc2rules.templating import render_template
 
-# kube-proxy drops per-endpoint comments above this many endpoints (largeClusterMode); element
-# comments also cost load time and kernel memory, so `auto` follows the same threshold.
-LARGE_CLUSTER_ENDPOINTS = 1000
-# grouped: fixed number of objects (the default, see grouped.py); kube-proxy: per-Service chains.
-LAYOUTS = {"grouped": GroupedLayout, "kube-proxy": KubeProxyLayout}
-DEFAULT_LAYOUT = "grouped"
 
-
-def render_nftables(plan: Plan, options: RenderOptions) -> Artifact:
+def render_nftables(plan: Plan, options: RenderOptions[NftablesOptions]) -> Artifact:
     table, warnings, layout = build_table(plan, options)
-    return Artifact("nftables", format_table(table, layout, options), tuple(warnings))
+    text = format_table(table, layout, options)
+    return Artifact("nftables", (ArtifactPart(IPFamily.IPv4, "nft -f", text),), tuple(warnings))
 
 
-def format_table(table: Table, layout: str, options: RenderOptions) -> str:
+def format_table(table: Table, layout: str, options: RenderOptions[NftablesOptions]) -> str:
     comments = options.comments != "never"
     return render_template(
         "nftables/ruleset.j2", table=table, layout=layout, comments=comments, quote=quote_comment
     )
 
 
-def element_comments(ports: tuple[ServicePort, ...], options: RenderOptions) -> bool:
-    if options.comments == "always":
-        return True
-    if options.comments == "never":
-        return False
-    return sum(len(sp.reachable_endpoints) for sp in ports) <= LARGE_CLUSTER_ENDPOINTS
+def element_comments(ports: tuple[ServicePort, ...], options: RenderOptions[NftablesOptions]) -> bool:
+    return options.comments.per_endpoint(sum(len(sp.reachable_endpoints) for sp in ports))
 
 
 def build_table(
     plan: Plan,
-    options: RenderOptions,
+    options: RenderOptions[NftablesOptions],
     *,
     element_comments_on: bool | None = None,
     observer: LayoutObserver | None = None,
@@ -51,9 +42,7 @@ def build_table(
     `element_comments_on` overrides the choice made from the plan's size (apply renders one
     Service at a time with the whole plan's choice); `observer` sees every port and element
     (grouped layout only)."""
-    family = IPFamily(options.extra.get("family", IPFamily.IPv4))
-    if family != IPFamily.IPv4:
-        raise BackendError("the nftables backend renders IPv4 only for now (table ip6 output is planned)")
+    family = IPFamily.IPv4
     layout = layout_name(options)
     name = check_table_name(options.table)
     ports = plan.for_family(family)
@@ -89,8 +78,5 @@ def build_table(
     return table, warnings, layout
 
 
-def layout_name(options: RenderOptions) -> str:
-    layout = str(options.extra.get("nft_layout", DEFAULT_LAYOUT))
-    if layout not in LAYOUTS:
-        raise UsageError(f"unknown nftables layout {layout!r} (choose from: {', '.join(LAYOUTS)})")
-    return layout
+def layout_name(options: RenderOptions[NftablesOptions]) -> str:
+    return (options.backend or NftablesOptions()).layout

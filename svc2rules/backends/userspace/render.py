@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import ipaddress
 
-from svc2rules.backends import Artifact, RenderOptions
+from svc2rules.backends import Artifact, ArtifactPart, RenderOptions
 from svc2rules.backends.iptables.rules import Jump, Table, comment
-from svc2rules.errors import BackendError
-from svc2rules.ir import IPFamily, Plan, ServicePort
+from svc2rules.family import IPFamily
+from svc2rules.ir import Plan, ServicePort
 from svc2rules.naming import ChainNames
 from svc2rules.templating import render_template
 from svc2rules.userspace.addressing import Addressing
@@ -35,11 +35,8 @@ class UserspaceChains:
         self.filter = f"{prefix}-USERSPACE-FILTER"
 
 
-def render_userspace(plan: Plan, options: RenderOptions) -> Artifact:
-    family = IPFamily(options.extra.get("family", IPFamily.IPv4))
-    if family != IPFamily.IPv4:
-        raise BackendError("the userspace backend renders IPv4 only")
-    addressing = Addressing.from_extra(options.extra)
+def render_userspace(plan: Plan, options: RenderOptions[Addressing]) -> Artifact:
+    addressing = options.backend or Addressing.create()
     layout = build_layout(plan, addressing.port_range)
     filter_table, nat_table = build_tables(plan, layout, addressing, options)
     text = render_template(
@@ -49,7 +46,8 @@ def render_userspace(plan: Plan, options: RenderOptions) -> Artifact:
         prefix=options.chain_prefix,
         addressing=addressing,
     )
-    return Artifact("userspace", text, warnings(plan, layout))
+    part = ArtifactPart(IPFamily.IPv4, "iptables-restore --noflush", text)
+    return Artifact("userspace", (part,), warnings(plan, layout))
 
 
 def warnings(plan: Plan, layout: Layout) -> tuple[str, ...]:
@@ -70,14 +68,16 @@ def warnings(plan: Plan, layout: Layout) -> tuple[str, ...]:
 
 
 def build_tables(
-    plan: Plan, layout: Layout, addressing: Addressing, options: RenderOptions
+    plan: Plan, layout: Layout, addressing: Addressing, options: RenderOptions[Addressing]
 ) -> tuple[Table, Table]:
     """The filter and nat tables (jumps included; the template decides whether to print them)."""
     return _Writer(plan, layout, addressing, options).build()
 
 
 class _Writer:
-    def __init__(self, plan: Plan, layout: Layout, addressing: Addressing, options: RenderOptions) -> None:
+    def __init__(
+        self, plan: Plan, layout: Layout, addressing: Addressing, options: RenderOptions[Addressing]
+    ) -> None:
         self.config = plan.config
         self.ports = tuple(sp for sp in plan.service_ports if proxied(sp))
         self.layout = layout

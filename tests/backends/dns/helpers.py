@@ -6,9 +6,10 @@ import json
 from typing import Any
 
 from svc2rules.api import build_plan, render
-from svc2rules.backends import Artifact, RenderOptions
+from svc2rules.backends import Artifact
 from svc2rules.config import ProxyConfig
 from svc2rules.load import Source
+from tests.options import render_options
 
 CONFIG = ProxyConfig(node_name="node1", node_ips=("192.168.0.2",), cluster_cidrs=("10.0.0.0/8",))
 
@@ -16,7 +17,7 @@ CONFIG = ProxyConfig(node_name="node1", node_ips=("192.168.0.2",), cluster_cidrs
 def dns_artifact(*objects: dict[str, Any], **extra: str) -> Artifact:
     data = json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)}).encode()
     plan = build_plan([Source("cluster.json", data)], CONFIG).plan
-    return render(plan, "dns", RenderOptions(extra=dict(extra)))
+    return render(plan, "dns", render_options("dns", extra))
 
 
 def zone(*objects: dict[str, Any], **extra: str) -> str:

@@ -11,11 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from svc2rules.api import build_plan, render
-from svc2rules.backends import RenderOptions
 from svc2rules.errors import InputError
 from svc2rules.load import Source
 from tests.backends.dns.helpers import CONFIG, headless, headless_slice, pod
 from tests.conftest import endpoint_slice, service
+from tests.options import render_options
 from tests.property.test_injection import HOSTILE
 
 # Every line the zone format may contain: the two header comments, two directives, records made
@@ -47,7 +47,7 @@ def cluster() -> list[dict[str, Any]]:
 def render_dns(objects: list[dict[str, Any]], fmt: str) -> str:
     data = json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}).encode()
     plan = build_plan([Source("cluster.json", data)], CONFIG).plan
-    return render(plan, "dns", RenderOptions(extra={"dns_format": fmt})).text
+    return render(plan, "dns", render_options("dns", {"dns_format": fmt})).text
 
 
 def poison(objects: list[dict[str, Any]], field: str, text: str) -> None:

@@ -6,12 +6,12 @@ import json
 from typing import Any
 
 from svc2rules.api import build_plan, render
-from svc2rules.backends import RenderOptions
 from svc2rules.backends.ipvs.build import build_ruleset
 from svc2rules.backends.ipvs.model import IpvsRuleset, VirtualServer
 from svc2rules.config import ProxyConfig
 from svc2rules.ir import Plan
 from svc2rules.load import Source
+from tests.options import render_options
 
 CONFIG = ProxyConfig(node_name="node1", node_ips=("192.168.0.2",), cluster_cidrs=("10.0.0.0/8",))
 
@@ -65,11 +65,11 @@ def plan_of(objects: list[dict[str, Any]], config: ProxyConfig = CONFIG) -> Plan
 
 
 def ruleset(objects: list[dict[str, Any]], config: ProxyConfig = CONFIG, **options: Any) -> IpvsRuleset:
-    return build_ruleset(plan_of(objects, config), RenderOptions(**options))
+    return build_ruleset(plan_of(objects, config), render_options("ipvs", **options))
 
 
 def text(objects: list[dict[str, Any]], config: ProxyConfig = CONFIG, **options: Any) -> str:
-    return render(plan_of(objects, config), "ipvs", RenderOptions(**options)).text
+    return render(plan_of(objects, config), "ipvs", render_options("ipvs", **options)).text
 
 
 def servers(

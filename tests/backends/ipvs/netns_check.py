@@ -12,10 +12,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from svc2rules.apply.runner import Runner
 from svc2rules.backends.ipvs import sets, tables
 from svc2rules.backends.ipvs.names import IpvsNames
 from svc2rules.backends.ipvs.reconcile import Live, Wanted, ledger_set, plan
+from svc2rules.host.runner import Runner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 

@@ -39,8 +39,16 @@ CHECKOUT = os.environ["SVC2RULES_CHECKOUT"]
 sys.path.insert(0, CHECKOUT)
 
 from svc2rules.api import build_plan, render  # noqa: E402
-from svc2rules.apply.engine import ApplyOptions, ApplyReport, apply_plan, cleanup_host, diff_plan  # noqa: E402
+from svc2rules.apply.engine import (  # noqa: E402
+    ApplyInput,
+    ApplyOptions,
+    ApplyReport,
+    apply_plan,
+    cleanup_host,
+    diff_plan,
+)
 from svc2rules.backends import RenderOptions  # noqa: E402
+from svc2rules.backends.ipvs.options import IpvsOptions  # noqa: E402
 from svc2rules.backends.ipvs.support import choose_auto  # noqa: E402
 from svc2rules.config import ProxyConfig  # noqa: E402
 from svc2rules.errors import ApplyError  # noqa: E402
@@ -64,16 +72,22 @@ def plan_of(name: str) -> Plan:
     return build_plan([Source(name, (JOB / name).read_bytes())], CONFIG).plan
 
 
+def ipvs_options(scheduler: str | None = None) -> RenderOptions[IpvsOptions]:
+    return RenderOptions(backend=IpvsOptions(scheduler))
+
+
+def input_of(name: str, scheduler: str | None = None) -> ApplyInput:
+    return ApplyInput([Source(name, (JOB / name).read_bytes())], CONFIG, "ipvs", ipvs_options(scheduler))
+
+
 def compiled_ipvsadm(plan: Plan, scheduler: str | None = None) -> list[str]:
-    extra = {"ipvs_scheduler": scheduler} if scheduler else {}
-    text = render(plan, "ipvs", RenderOptions(extra=extra)).text
+    text = render(plan, "ipvs", ipvs_options(scheduler)).text
     section = text.split("#### section ipvsadm:", 1)[1].split("\n", 1)[1]
     return [line for line in section.splitlines() if line and not line.startswith("#")]
 
 
-def apply(plan: Plan, state: Path, scheduler: str | None = None) -> dict[str, Any]:
-    extra = {"ipvs_scheduler": scheduler} if scheduler else {}
-    report_: ApplyReport = apply_plan(plan, "ipvs", RenderOptions(extra=extra), ApplyOptions(state_dir=state))
+def apply(name: str, state: Path, scheduler: str | None = None) -> dict[str, Any]:
+    report_: ApplyReport = apply_plan(input_of(name, scheduler), ApplyOptions(state_dir=state))
     return {
         "kind": report_.kind,
         "summary": report_.summary,
@@ -126,14 +140,14 @@ def scenario(name: str) -> Callable[[Callable[[], dict[str, Any]]], Callable[[],
 @scenario("rollback")
 def rollback() -> dict[str, Any]:
     state = Path(tempfile.mkdtemp())
-    base = apply(plan_of("rollback-base.yaml"), state)
+    base = apply("rollback-base.yaml", state)
     before = ours_snapshot()
     lblcr_loaded = "ip_vs_lblcr " in Path("/proc/modules").read_text()
     modprobe = Path("/proc/sys/kernel/modprobe")
     old = modprobe.read_text().strip()
     modprobe.write_text("/nonexistent/modprobe\n")  # the lblcr scheduler module cannot load now
     try:
-        apply(plan_of("rollback-change.yaml"), state)
+        apply("rollback-change.yaml", state)
         error = None
     except ApplyError as exc:
         error = str(exc)
@@ -141,7 +155,7 @@ def rollback() -> dict[str, Any]:
         modprobe.write_text(old + "\n")
     after = ours_snapshot()
     pending_left = (state / "ipvs.pending.json").exists()
-    retried = apply(plan_of("rollback-change.yaml"), state)  # with modprobe back, it goes through
+    retried = apply("rollback-change.yaml", state)  # with modprobe back, it goes through
     retried_ipvs = saved()
     cleanup_host("ipvs", RenderOptions(), ApplyOptions(state_dir=state))
     return {
@@ -162,31 +176,25 @@ def readback() -> dict[str, Any]:
     plan = plan_of("readback.yaml")
     out: dict[str, Any] = {}
     for scheduler in SCHEDULERS:
-        result = apply(plan, state, scheduler)
+        result = apply("readback.yaml", state, scheduler)
         out[scheduler] = {
             "apply": result,
             "compiled": compiled_ipvsadm(plan, scheduler),
             "saved": [line for line in saved() if not line.startswith(FOREIGN.split(" -s")[0])],
             "listed": sh("ipvsadm -Ln"),
         }
-    again = apply(plan, state, SCHEDULERS[-1])
-    diff_text, changed = diff_plan(
-        plan, "ipvs", RenderOptions(extra={"ipvs_scheduler": SCHEDULERS[-1]}), ApplyOptions(state_dir=state)
-    )
+    again = apply("readback.yaml", state, SCHEDULERS[-1])
+    last = input_of("readback.yaml", SCHEDULERS[-1])
+    diff_text, changed = diff_plan(last, ApplyOptions(state_dir=state))
     sh("ipvsadm -e -t 172.30.0.10:80 -r 10.180.0.1:8080 -m -w 5")  # drift, behind our back
-    drift_text, drift_changed = diff_plan(
-        plan, "ipvs", RenderOptions(extra={"ipvs_scheduler": SCHEDULERS[-1]}), ApplyOptions(state_dir=state)
-    )
-    fixed = apply(plan, state, SCHEDULERS[-1])
+    drift_text, drift_changed = diff_plan(last, ApplyOptions(state_dir=state))
+    fixed = apply("readback.yaml", state, SCHEDULERS[-1])
     # The CLI's fast path: an unchanged input is not even compiled, unless IPVS drifted.
-    options = RenderOptions(extra={"ipvs_scheduler": SCHEDULERS[-1]})
     quick = []
     for step in ("record", "unchanged", "drifted"):
         if step == "drifted":
             sh("ipvsadm -d -t 172.30.0.10:80 -r 10.180.0.2:8080")
-        done = apply_plan(
-            lambda: plan, "ipvs", options, ApplyOptions(state_dir=state), input_digest="digest-1"
-        )
+        done = apply_plan(last, ApplyOptions(state_dir=state))
         quick.append({"step": step, "kind": done.kind, "summary": done.summary, "notes": done.notes})
     return {
         "quick": quick,
@@ -263,7 +271,7 @@ def traffic_scenario(lab: Any, probes: Any, one_by_one: Any, probe_cls: Any) -> 
     @scenario("traffic")
     def traffic() -> dict[str, Any]:
         state = Path(tempfile.mkdtemp())
-        applied = apply(plan_of("traffic.yaml"), state)
+        applied = apply("traffic.yaml", state)
         out: dict[str, Any] = {"apply": applied, "auto": choose_auto()}
         out["rr"] = one_by_one(P("ext", "172.30.0.10", 80), 6)
         sticky_sources = ("203.0.113.1", "203.0.113.2", "203.0.113.3", "203.0.113.4")
@@ -272,7 +280,7 @@ def traffic_scenario(lab: Any, probes: Any, one_by_one: Any, probe_cls: Any) -> 
         out["affinity_sources"] = list(sticky_sources * 3)
         sh("ipvsadm -e -t 172.30.0.13:80 -r 10.180.0.1:8080 -m -w 3")
         out["wrr_3_1"] = one_by_one(P("ext", "172.30.0.13", 80), 8)
-        out["wrr_reapply"] = apply(plan_of("traffic.yaml"), state)
+        out["wrr_reapply"] = apply("traffic.yaml", state)
         out["wrr_1_1"] = one_by_one(P("ext", "172.30.0.13", 80), 4)
         batch = {
             "clusterip_ext": P("ext", "172.30.0.10", 80, count=4),
@@ -338,13 +346,13 @@ def reconcile_scenario(lab: Any, probes: Any, one_by_one: Any, probe_cls: Any) -
     def reconcile() -> dict[str, Any]:
         state = Path(tempfile.mkdtemp())
         ext = lab.topo.workers["ext"]
-        first = apply(plan_of("reconcile-1.yaml"), state)
+        first = apply("reconcile-1.yaml", state)
         warm = probes(P("ext", "172.30.0.40", 80, count=6))[0]
         held, held_endpoint = ext.call(_held_connection, "172.30.0.41", 80)
         time.sleep(2.5)  # IPVS sums its per-CPU counters every 2 s
         before = {"ipvs": saved(), "a_conns": _stats_conns("172.30.0.40")}
         reconcile_2 = "reconcile-2.yaml" if held_endpoint == "10.180.0.1:8080" else "reconcile-2b.yaml"
-        second = apply(plan_of(reconcile_2), state)
+        second = apply(reconcile_2, state)
         time.sleep(2.5)
         after = {
             "ipvs": saved(),
@@ -353,13 +361,13 @@ def reconcile_scenario(lab: Any, probes: Any, one_by_one: Any, probe_cls: Any) -
             "draining_state": json.loads((state / "ipvs.json").read_text()).get("draining"),
         }
         b_after = one_by_one(P("ext", "172.30.0.41", 80), 4)
-        same = apply(plan_of(reconcile_2), state)
+        same = apply(reconcile_2, state)
         ext.call(_reset, held)
         waited = 0.0
         while (_dest_conns("172.30.0.41", held_endpoint) or 0) > 0 and waited < 30:
             time.sleep(1)
             waited += 1
-        drained = apply(plan_of(reconcile_2), state)
+        drained = apply(reconcile_2, state)
         return {
             "first": first,
             "warm": warm,

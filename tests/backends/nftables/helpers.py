@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 
 from svc2rules.api import build_plan, render
-from svc2rules.backends import Artifact, RenderOptions
+from svc2rules.backends import Artifact
 from svc2rules.config import ProxyConfig
 from svc2rules.ir import Plan
 from svc2rules.load import Source
+from tests.options import render_options
 
 CONFIG = ProxyConfig(node_name="node1", node_ips=("192.168.0.2",), cluster_cidrs=("10.0.0.0/8",))
 
@@ -27,7 +28,7 @@ def plan_of(objects: list[dict[str, Any]], config: ProxyConfig = CONFIG) -> Plan
 
 def artifact(objects: list[dict[str, Any]], config: ProxyConfig = CONFIG, **options: Any) -> Artifact:
     options.setdefault("comments", "always")
-    return render(plan_of(objects, config), "nftables", RenderOptions(**options))
+    return render(plan_of(objects, config), "nftables", render_options("nftables", **options))
 
 
 def nft_text(objects: list[dict[str, Any]], config: ProxyConfig = CONFIG, **options: Any) -> str:

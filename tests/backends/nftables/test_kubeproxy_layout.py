@@ -17,7 +17,6 @@ import tests.lab.scenario as scenario
 import tests.lab.test_scenarios as scenarios
 from bench import synth
 from svc2rules.api import build_plan, render
-from svc2rules.backends import RenderOptions
 from svc2rules.config import ProxyConfig
 from svc2rules.load import Source
 from tests.backends.nftables.helpers import nft_check, nft_text, root_only
@@ -25,6 +24,7 @@ from tests.conftest import endpoint, endpoint_slice, service
 from tests.lab.lab import Lab
 from tests.lab.loaders import NftablesLoader
 from tests.lab.topology import CLUSTER_CIDR, NODE_IP
+from tests.options import render_options
 
 KUBE_PROXY = {"nft_layout": "kube-proxy"}
 
@@ -76,7 +76,7 @@ def test_every_golden_input_loads() -> None:
     config = ProxyConfig(node_name="node1", node_ips=("192.168.0.2",), cluster_cidrs=("10.0.0.0/8",))
     for case in cases():
         plan = build_plan([Source(str(case.input), case.input.read_bytes())], config).plan
-        text = render(plan, "nftables", RenderOptions(extra=KUBE_PROXY)).text
+        text = render(plan, "nftables", render_options("nftables", KUBE_PROXY)).text
         result = nft_check(text)
         assert result.returncode == 0, f"{case.name}: {result.stderr}"
 
@@ -90,7 +90,7 @@ def _compile_kube_proxy_layout(backend: str, manifest: str, *, masquerade_all: b
         node_name="node1", node_ips=(NODE_IP,), cluster_cidrs=(CLUSTER_CIDR,), masquerade_all=masquerade_all
     )
     plan = build_plan([Source("lab.yaml", manifest.encode())], config).plan
-    return render(plan, "nftables", RenderOptions(extra=KUBE_PROXY)).text
+    return render(plan, "nftables", render_options("nftables", KUBE_PROXY)).text
 
 
 SCENARIOS: list[Callable[..., None]] = [

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from bench import synth
-from svc2rules.backends import RenderOptions, available_backends, get_backend
+from svc2rules.backends import available_backends, get_backend
 from svc2rules.config import ProxyConfig
-from svc2rules.errors import BackendError, UsageError
-from tests.backends.nftables.helpers import artifact, nft_text, plan_of
+from svc2rules.errors import UsageError
+from tests.backends.nftables.helpers import artifact, nft_text
 from tests.conftest import endpoint, endpoint_slice, service
 
 
@@ -55,13 +55,11 @@ def test_bad_table_names_are_usage_errors(name: str) -> None:
         artifact([service()], table=name)
 
 
-def test_ipv6_ports_are_skipped_with_a_warning_and_ipv6_family_is_refused() -> None:
+def test_ipv6_ports_are_skipped_with_a_warning() -> None:
     dual = service(ipFamilies=["IPv4", "IPv6"], clusterIPs=["172.30.0.41", "fd00::41"])
     result = artifact([dual, endpoint_slice()])
     assert any("IPv6" in w for w in result.warnings)
     assert "fd00" not in result.text
-    with pytest.raises(BackendError):
-        get_backend("nftables").render(plan_of([service()]), RenderOptions(extra={"family": "IPv6"}))
 
 
 def test_cluster_ip_dispatch_and_pool() -> None:

@@ -15,17 +15,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from svc2rules.apply.runner import Runner
+from svc2rules.host.runner import Runner
 from svc2rules.ir import Plan, Protocol, ServicePort
 
+# Per UDP service port (its key): frontends, NodePorts and endpoints, as kept in the state.
+UdpFacts = dict[str, dict[str, Any]]
 
-def udp_facts(plan: Plan, ports: tuple[Any, ...] | None = None) -> dict[str, dict[str, Any]]:
+
+def udp_facts(plan: Plan, ports: tuple[Any, ...] | None = None) -> UdpFacts:
     """What conntrack cleanup needs to know about each UDP service port (kept in the state)."""
     return udp_facts_of(ports if ports is not None else plan.service_ports)
 
 
-def udp_facts_of(ports: Iterable[ServicePort]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
+def udp_facts_of(ports: Iterable[ServicePort]) -> UdpFacts:
+    out: UdpFacts = {}
     for sp in ports:
         if sp.protocol != Protocol.UDP or ":" in sp.cluster_ip:
             continue

@@ -29,7 +29,7 @@ import os
 import secrets
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -70,11 +70,11 @@ class StateStore:
     def load_pending(self) -> dict[str, Any] | None:
         return _read(self.pending_path)
 
-    def complete(self, state: dict[str, Any]) -> dict[str, Any] | None:
+    def complete(self, state: Mapping[str, Any]) -> dict[str, Any] | None:
         """The state with its bulk part, or None when that is missing or damaged."""
         ref = state.get(BULK_REF)
         if ref is None or any(key in state for key in self.bulk_keys):
-            return state
+            return dict(state)
         try:
             name, records = ref["file"], [tuple(r) for r in ref["records"]]
             if "/" in name or not name.startswith(f"{self.backend}.") or not records:
@@ -100,7 +100,7 @@ class StateStore:
         self._base = (name, records, bulk)
         return {**state, **bulk}
 
-    def write_pending(self, state: dict[str, Any], touched: Touched | None = None) -> None:
+    def write_pending(self, state: Mapping[str, Any], touched: Touched | None = None) -> None:
         """Write the state a kernel write is about to load. `touched` may say, for bulk entries
         that are tables of tables, the only inner keys that can differ from the state last
         completed (an applier that changed a few of 100k elements knows which)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -69,24 +70,55 @@ class Runner:
         check, whoever takes the lock next must not read while it is still running."""
         full = self._resolve(argv)
         self.log.append(tuple(argv))
+        if loader or holds_lock:
+            return self._run_detached(argv, full, stdin, loader=loader)
         try:
             proc = subprocess.run(
-                full,
-                input=stdin,
-                capture_output=True,
-                text=True,
-                # A kernel write is never cut short: killing a loader between two table
-                # commits is the one way to leave a half-written host.
-                timeout=None if loader else self.timeout,
-                check=False,
-                pass_fds=self.keep_fds if loader or holds_lock else (),
-                start_new_session=loader,
+                full, input=stdin, capture_output=True, text=True, timeout=self.timeout, check=False
             )
         except subprocess.TimeoutExpired as exc:
             raise ApplyError(f"{argv[0]} did not finish within {self.timeout:.0f} s") from exc
         except OSError as exc:
             raise ApplyError(f"cannot run {argv[0]}: {exc.strerror or exc}") from exc
         return Result(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
+
+    def _run_detached(
+        self, argv: Sequence[str], full: list[str], stdin: str | None, *, loader: bool
+    ) -> Result:
+        """A process that must outlive `apply`: it reads its whole input from a file and writes
+        to files, never to a pipe whose reader can die (a killed `apply` would otherwise kill
+        iptables-restore with SIGPIPE between two table commits)."""
+        with (
+            tempfile.TemporaryFile(prefix="svc2rules-in-") as infile,
+            tempfile.TemporaryFile(prefix="svc2rules-out-") as outfile,
+            tempfile.TemporaryFile(prefix="svc2rules-err-") as errfile,
+        ):
+            if stdin is not None:
+                infile.write(stdin.encode())
+                infile.flush()
+                infile.seek(0)
+            try:
+                proc = subprocess.run(
+                    full,
+                    stdin=infile if stdin is not None else subprocess.DEVNULL,
+                    stdout=outfile,
+                    stderr=errfile,
+                    # A kernel write is never cut short: killing a loader between two table
+                    # commits is the one way to leave a half-written host.
+                    timeout=None if loader else self.timeout,
+                    check=False,
+                    pass_fds=self.keep_fds,
+                    start_new_session=loader,
+                )
+            except subprocess.TimeoutExpired as exc:
+                raise ApplyError(f"{argv[0]} did not finish within {self.timeout:.0f} s") from exc
+            except OSError as exc:
+                raise ApplyError(f"cannot run {argv[0]}: {exc.strerror or exc}") from exc
+            outfile.seek(0)
+            errfile.seek(0)
+            stdout = outfile.read().decode(errors="replace")
+            stderr = errfile.read().decode(errors="replace")
+        return Result(tuple(argv), proc.returncode, stdout, stderr)
 
     def run_many(self, argvs: Sequence[Sequence[str]]) -> list[Result]:
         """Run read-only commands (listings) side by side; like run() for each, in order."""
