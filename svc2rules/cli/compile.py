@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from svc2rules.api import plan_from_paths, render
-from svc2rules.backends import DEFAULT_CHAIN_PREFIX, DEFAULT_TABLE, Comments
+from svc2rules.backends import DEFAULT_CHAIN_PREFIX, DEFAULT_TABLE, Comments, get_backend
 from svc2rules.cli.common import (
     BackendOpt,
     ClusterCIDROpt,
@@ -38,7 +37,9 @@ from svc2rules.cli.options import (
     TableOpt,
     build_options,
 )
+from svc2rules.compile import compile_sources
 from svc2rules.errors import UsageError
+from svc2rules.load import read_sources
 
 
 @app.command("compile")
@@ -85,13 +86,15 @@ def compile_command(
             ),
             backend,
         )
-        compiled = plan_from_paths(filename or [], recursive, sys.stdin.buffer, chosen.config)
+        sources = read_sources(filename or [], recursive=recursive, stdin=sys.stdin.buffer)
+        compiled = compile_sources(sources, chosen.config)
         warn(compiled.warnings)
+        plan = compiled.plan()
         if output == "ir":
-            sys.stdout.write(compiled.plan.to_json())
+            sys.stdout.write(plan.to_json())
             sys.stdout.flush()
             return
-        artifact = render(compiled.plan, chosen.backend, chosen.render)
+        artifact = get_backend(chosen.backend).render(plan, chosen.render)
         for warning in artifact.warnings:
             err(f"warning: {warning}")
         sys.stdout.write(artifact.text)

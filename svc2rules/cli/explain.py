@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 
 from svc2rules.addresses import canonical_ip
-from svc2rules.api import plan_from_paths
 from svc2rules.cli.common import (
     BackendOpt,
     ClusterCIDROpt,
@@ -26,9 +25,11 @@ from svc2rules.cli.common import (
     node_config,
     warn,
 )
+from svc2rules.compile import compile_sources
 from svc2rules.errors import UsageError, quote_value
 from svc2rules.explain import Origin, Query, explain, format_text
 from svc2rules.ir import Protocol
+from svc2rules.load import read_sources
 
 _PROTOCOLS = {p.keyword: p for p in Protocol}
 
@@ -82,9 +83,10 @@ def explain_command(
             masquerade_all=masquerade_all,
         )
         backend_name = choose_backend(backend, mode)
-        compiled = plan_from_paths(filename or [], recursive, sys.stdin.buffer, proxy_config)
+        sources = read_sources(filename or [], recursive=recursive, stdin=sys.stdin.buffer)
+        compiled = compile_sources(sources, proxy_config)
         warn(compiled.warnings)
-        result = explain(compiled.plan, query, backend_name)
+        result = explain(compiled.plan(), query, backend_name)
         if output == "json":
             sys.stdout.write(json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
         else:

@@ -11,7 +11,6 @@ from typing import Annotated
 
 import typer
 
-from svc2rules.api import plan_from_paths
 from svc2rules.backends import RenderOptions
 from svc2rules.backends.userspace.render import render_userspace
 from svc2rules.cli.common import (
@@ -28,8 +27,10 @@ from svc2rules.cli.common import (
     node_config,
     warn,
 )
+from svc2rules.compile import Compilation, compile_sources
 from svc2rules.errors import UsageError
 from svc2rules.ir import Plan
+from svc2rules.load import read_sources
 from svc2rules.userspace.addressing import ANY_ADDRESS, Addressing
 from svc2rules.userspace.balancer import Balancing
 from svc2rules.userspace.install import install_rules
@@ -113,17 +114,22 @@ def proxy_command(
         )
         paths = list(filename)
 
+        def compile_paths() -> Compilation:
+            # The files again on every call (SIGHUP); never stdin, which cannot be re-read.
+            sources = read_sources(paths, recursive=recursive, stdin=io.BytesIO())
+            return compile_sources(sources, proxy_config)
+
         def load_plan() -> Plan:
-            compiled = plan_from_paths(paths, recursive, io.BytesIO(), proxy_config)
+            compiled = compile_paths()
             for warning in compiled.warnings:
                 log.warning("%s", warning)
-            return compiled.plan
+            return compiled.plan()
 
         if print_rules:
-            compiled = plan_from_paths(paths, recursive, io.BytesIO(), proxy_config)
+            compiled = compile_paths()
             warn(compiled.warnings)
             options = RenderOptions(chain_prefix=chain_prefix, backend=addressing)
-            artifact = render_userspace(compiled.plan, options)
+            artifact = render_userspace(compiled.plan(), options)
             for warning in artifact.warnings:
                 err(f"warning: {warning}")
             sys.stdout.write(artifact.text)

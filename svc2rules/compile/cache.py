@@ -1,6 +1,6 @@
 """`<state-dir>/<backend>.cache`: what earlier applies learnt about their input.
 
-The memo of the incremental compile (svc2rules/resolve/incremental.py): every object that
+The on-disk memo of the compile (svc2rules/compile/core.py) for `apply`: every object that
 passed validation, by fingerprint, and each Service group (its objects and the node config)
 by fingerprint, with its warnings and its objects. An apply then validates and resolves only
 the Services whose objects changed, and can resolve the previous version of a changed Service
@@ -40,16 +40,13 @@ from typing import Any
 
 import svc2rules
 from svc2rules import __version__
+from svc2rules.compile.core import Compilation
+from svc2rules.compile.fingerprint import Fingerprint, decode_object
+from svc2rules.compile.memo import Identity, Members, SourceIndex
+from svc2rules.compile.read import InputObjects
 from svc2rules.errors import Diagnostic
 from svc2rules.load import RawObject
 from svc2rules.load.listing import ListIndex
-from svc2rules.resolve.incremental import (
-    Fingerprint,
-    Identity,
-    IncrementalCompile,
-    SourceIndex,
-    decode_object,
-)
 
 MAGIC = b"svc2rules-compile-cache\n"
 FORMAT = 2
@@ -57,7 +54,6 @@ FORMAT = 2
 _LOG_SLACK = 2.0
 
 WarningTuple = tuple[str, str, str | None, str | None, str | None]
-Members = tuple[tuple[str, Fingerprint], ...]  # (source, object fingerprint), the Service first
 Located = tuple[int, int, int, Identity]  # offset and length in the objects log, CRC-32, identity
 
 
@@ -88,7 +84,7 @@ def _log_path(path: Path) -> Path:
 
 @dataclass
 class CompileCache:
-    """The memo of one backend's applies (see svc2rules.resolve.incremental.Memo)."""
+    """The memo of one backend's applies (a svc2rules.compile.memo.Memo)."""
 
     path: Path
     objects: dict[Fingerprint, Located] = field(default_factory=dict)
@@ -157,13 +153,16 @@ class CompileCache:
 
     # -- writing ---------------------------------------------------------------------------------
 
-    def save(self, compiled: IncrementalCompile) -> None:
+    def save(self, compiled: Compilation) -> None:
         """Remember this run's input (and nothing older: what is not in the input is dropped).
         Best effort: a cache that cannot be written is only a slower next run."""
-        fingerprints = compiled.fingerprints
+        read = compiled.objects
+        if read is None:
+            raise ValueError("a compile without fingerprints teaches a memo nothing")
+        fingerprints = read.fingerprints
         known: dict[Fingerprint, Located] = {}
         new: list[int] = []  # input indices of the objects the log does not hold yet
-        for i in compiled.valid:
+        for i in read.valid:
             located = self.objects.get(fingerprints[i])
             if located is not None:
                 known[fingerprints[i]] = located
@@ -176,11 +175,11 @@ class CompileCache:
                 groups[entry.fingerprint] = known_group
                 continue
             warnings = entry.resolution.warnings if entry.resolution is not None else ()
-            members = tuple((compiled.raw[i].source, fingerprints[i]) for i in entry.members)
-            groups[entry.fingerprint] = (tuple(_warning_tuple(w) for w in warnings), members)
-        sources = {
-            name: (*_index_fields(index), *context) for name, (index, context) in compiled.indexes.items()
-        }
+            groups[entry.fingerprint] = (
+                tuple(_warning_tuple(w) for w in warnings),
+                read.members(entry.members),
+            )
+        sources = {name: (*_index_fields(index), *context) for name, (index, context) in read.indexes.items()}
         if (
             not new
             and groups.keys() == self.groups.keys()
@@ -189,25 +188,25 @@ class CompileCache:
         ):
             return
         try:
-            objects, log_length = self._append(compiled, known, new)
+            objects, log_length = self._append(read, known, new)
             _write(self.path, {"objects": objects, "groups": groups, "sources": sources}, log_length)
         except (OSError, ValueError):
             return
         self.objects, self.groups, self.sources, self.log_length = objects, groups, sources, log_length
 
     def _append(
-        self, compiled: IncrementalCompile, known: dict[Fingerprint, Located], new: list[int]
+        self, read: InputObjects, known: dict[Fingerprint, Located], new: list[int]
     ) -> tuple[dict[Fingerprint, Located], int]:
         """Add the new objects to the log, or rewrite it when it is mostly dead (or missing);
         returns where every live object lies and the log's length."""
         log = _log_path(self.path)
-        live = sum(entry[1] for entry in known.values()) + sum(len(compiled.encoded(i)) for i in new)
+        live = sum(entry[1] for entry in known.values()) + sum(len(read.encoded(i)) for i in new)
         start = self.log_length
         objects = dict(known)
         if start == 0 or start > _LOG_SLACK * live + (1 << 20) or not log.exists():
             # Every live object is in this run's input: the fresh log is written from it, never
             # from the old log (which may be damaged, or be another run's that died).
-            start, objects, new = 0, {}, compiled.valid
+            start, objects, new = 0, {}, read.valid
             # A fresh log is a new file: whatever was there (damaged, or with other permissions)
             # is not appended to.
             with contextlib.suppress(FileNotFoundError):
@@ -220,12 +219,12 @@ class CompileCache:
             offset = start
             chunks = []
             for i in new:
-                encoded = compiled.encoded(i)
-                objects[compiled.fingerprints[i]] = (
+                encoded = read.encoded(i)
+                objects[read.fingerprints[i]] = (
                     offset,
                     len(encoded),
                     zlib.crc32(encoded),
-                    compiled.identities[i],
+                    read.identities[i],
                 )
                 chunks.append(encoded)
                 offset += len(encoded)

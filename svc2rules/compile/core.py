@@ -1,0 +1,229 @@
+"""The one compile path: sources and node config -> the plan, by Service, and what to remember.
+
+    read (load) -> validate (model) -> group by Service -> resolve each Service (resolve) -> merge
+
+The resolution of a Service depends on nothing but the Service, the EndpointSlices labelled
+for it, its legacy Endpoints and the node config (resolve.plan.resolve_service). A full compile
+resolves every Service. Given a `Memo` (what earlier runs learnt, kept by the caller), a run
+fingerprints every object and each Service group (the config and the group's objects), and only
+the objects and Services the memo does not know are parsed, validated and resolved again: an
+object whose fingerprint was valid before is valid now (validation is deterministic). Either
+way the plan and the diagnostics (same order, same text) are those of a full compile
+(property-tested).
+
+Fingerprinting costs time, so it runs only with a memo to consult or when the caller asks for
+the fingerprints (an apply records each Service's, a memo learns from them).
+
+The memo also keeps each object in a form it can be read back from, so the previous version of
+a changed Service can be resolved again (`Compilation.remembered`): an apply renders what that
+version had loaded to take it out. Keeping objects rather than resolutions keeps the memo cheap
+to write and independent of the IR.
+
+Pure: no I/O. Where the memo lives, and when it can be trusted, is the caller's business
+(compile.cache keeps apply's in the state dir).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from svc2rules.compile.fingerprint import Fingerprint, fingerprint_bytes, fingerprint_config
+from svc2rules.compile.memo import Memo
+from svc2rules.compile.read import InputObjects, read_fingerprinted, read_whole
+from svc2rules.config import ProxyConfig
+from svc2rules.errors import Diagnostic, InputError
+from svc2rules.ir import Plan
+from svc2rules.load import RawObject, Source
+from svc2rules.model.endpoints import Endpoints
+from svc2rules.model.endpointslice import SERVICE_NAME_LABEL, EndpointSlice
+from svc2rules.model.meta import KubeObject
+from svc2rules.model.registry import SUPPORTED, ValidatedObjects, validate_objects
+from svc2rules.model.service import Service
+from svc2rules.resolve.endpoints import ServiceRef
+from svc2rules.resolve.plan import Resolution, ServiceObjects, ServiceResolution, merge, resolve_service
+
+
+@dataclass(slots=True)
+class ServiceEntry:
+    """One Service of the input and the objects its resolution reads."""
+
+    ref: ServiceRef
+    members: tuple[int, ...]  # indices into the run's objects, the Service first
+    _fingerprint: Fingerprint | None  # None when the compile did not fingerprint
+    resolution: ServiceResolution | None = None  # resolved in this run (None: the memo knew it)
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        """Of the config and every member (source and data): equal, the Service resolves equal."""
+        if self._fingerprint is None:
+            raise ValueError(f"{self.name}: compiled without fingerprints")
+        return self._fingerprint
+
+    @property
+    def name(self) -> str:
+        """`namespace/name`: how state files and messages name a Service."""
+        return f"{self.ref[0]}/{self.ref[1]}"
+
+
+@dataclass
+class Compilation:
+    """The result of a compile: every Service (resolved now or known to the memo), the
+    diagnostics, and (fingerprinted) the objects read, which a memo learns from."""
+
+    config: ProxyConfig
+    services: list[ServiceEntry]  # in (namespace, name) order, as the plan lists them
+    warnings: list[Diagnostic]  # exactly those of a full compile, in the same order
+    objects: InputObjects | None = None  # kept when fingerprinted
+    memo: Memo | None = None
+
+    def plan(self) -> Plan:
+        return self.resolve().plan
+
+    def resolve(self) -> Resolution:
+        resolution = merge(self.config, (self.resolution(entry) for entry in self.services))
+        return Resolution(resolution.plan, list(self.warnings))
+
+    def resolution(self, entry: ServiceEntry) -> ServiceResolution:
+        """The entry's resolution (resolved now if the memo knew it)."""
+        if entry.resolution is None:
+            assert self.objects is not None  # only a memo leaves a Service unresolved
+            entry.resolution = resolve_service(_group(self.objects, entry.members), self.config)
+        return entry.resolution
+
+    def fresh(self) -> Iterator[ServiceEntry]:
+        """The entries resolved in this run (new to the memo)."""
+        return (entry for entry in self.services if entry.resolution is not None)
+
+    def remembered(self, fingerprint: Fingerprint) -> ServiceResolution | None:
+        """The resolution of a Service group of an earlier run (e.g. the previous version of a
+        changed Service), resolved again from the objects the memo kept; None if it has none."""
+        members = self.memo.members(fingerprint) if self.memo is not None else None
+        if not members:
+            return None
+        models: list[KubeObject] = []
+        for raw in members:
+            model = SUPPORTED.get((str(raw.data.get("apiVersion")), str(raw.data.get("kind"))))
+            if model is None:
+                return None
+            try:
+                models.append(model.model_validate(raw.data))
+            except ValueError:  # not what the memo says it is: unknown
+                return None
+        service, *others = models
+        if not isinstance(service, Service):
+            return None
+        return resolve_service(_service_objects(members[0].source, service, others), self.config)
+
+
+def compile_sources(
+    sources: Iterable[Source], config: ProxyConfig, memo: Memo | None = None, *, fingerprint: bool = False
+) -> Compilation:
+    """Read, validate and group the input, and resolve every Service the memo does not know
+    (without a memo: every Service). With a memo or `fingerprint`, every object and Service
+    gets its fingerprint and the result keeps what a memo learns.
+
+    Raises InputError with every problem of the input.
+    """
+    fingerprinted = fingerprint or memo is not None
+    read = read_fingerprinted(sources, memo) if fingerprinted else read_whole(sources)
+    validated = validate_input(read)
+    members_by_service, labels = _members_by_service(read.raw, validated)
+    if fingerprinted:
+        for i, model, (kind, namespace, name) in validated.accepted:
+            if model is not None:  # (the trusted ones have theirs from the memo)
+                read.identities[i] = (kind, model.api_version, namespace, name, labels.get(i, ""))
+    compiled = Compilation(config, [], validated.warnings, read if fingerprinted else None, memo)
+    group_fingerprint = _GroupFingerprints(config, read) if fingerprinted else None
+    warnings_of = memo.warnings if memo is not None else None
+    resolution_warnings: list[Diagnostic] = []
+    services = compiled.services
+    for ref, members in sorted(members_by_service.items()):
+        entry = ServiceEntry(ref, tuple(members), group_fingerprint(members) if group_fingerprint else None)
+        known_warnings = warnings_of(entry.fingerprint) if warnings_of is not None else None
+        if known_warnings is None:
+            entry.resolution = resolve_service(_group(read, members), config)
+            known_warnings = entry.resolution.warnings
+        if known_warnings:
+            resolution_warnings.extend(known_warnings)
+        services.append(entry)
+    compiled.warnings.extend(resolution_warnings)
+    return compiled
+
+
+def validate_input(read: InputObjects) -> ValidatedObjects:
+    """Validate the objects read (not those the memo knows valid); raise InputError with every
+    problem of the input (reading's first, as a full compile reports them)."""
+    validated = validate_objects(read.raw, read.trusted)
+    errors = read.errors + validated.errors
+    if errors:
+        raise InputError(errors)
+    read.valid = [i for i, _, _ in validated.accepted]
+    read.models = {i: obj for i, obj, _ in validated.accepted if obj is not None}
+    return validated
+
+
+class _GroupFingerprints:
+    """The fingerprint of a Service group: the config's and each member's (source and data),
+    the members in a canonical order (the input order of a Service's objects changes nothing)."""
+
+    def __init__(self, config: ProxyConfig, read: InputObjects) -> None:
+        self.config = fingerprint_config(config)
+        self.read = read
+        self.source_prefix: dict[str, bytes] = {}
+
+    def __call__(self, members: Sequence[int]) -> Fingerprint:
+        raw, fingerprints, source_prefix = self.read.raw, self.read.fingerprints, self.source_prefix
+        parts = []
+        for i in members:
+            source_name = raw[i].source
+            named = source_prefix.get(source_name)
+            if named is None:
+                named = source_prefix[source_name] = source_name.encode() + b"\0"
+            parts.append(named + fingerprints[i])
+        parts.sort()
+        return fingerprint_bytes(self.config + b"".join(parts))
+
+
+def _group(read: InputObjects, members: Sequence[int]) -> ServiceObjects:
+    model = read.model
+    service = model(members[0])
+    assert isinstance(service, Service)
+    return _service_objects(read.raw[members[0]].source, service, [model(i) for i in members[1:]])
+
+
+def _service_objects(source: str, service: Service, others: Iterable[KubeObject]) -> ServiceObjects:
+    """A Service's objects as its resolution reads them (its first legacy Endpoints)."""
+    slices: list[EndpointSlice] = []
+    endpoints: Endpoints | None = None
+    for obj in others:
+        if isinstance(obj, EndpointSlice):
+            slices.append(obj)
+        elif endpoints is None and isinstance(obj, Endpoints):
+            endpoints = obj
+    return ServiceObjects(source, service, tuple(slices), endpoints)
+
+
+def _members_by_service(
+    raw: Sequence[RawObject], validated: ValidatedObjects
+) -> tuple[dict[ServiceRef, list[int]], dict[int, str]]:
+    """Input indices of each Service's objects, the Service first (Services absent from the
+    input have no entry: their slices and Endpoints change nothing), and the Service-name label
+    of each EndpointSlice."""
+    services: dict[ServiceRef, int] = {}
+    others: dict[ServiceRef, list[int]] = {}
+    labels: dict[int, str] = {}
+    slice_kind, service_kind = EndpointSlice.KIND, Service.KIND
+    for index, _, (kind, namespace, name) in validated.accepted:
+        # The Service an object belongs to, as resolve.plan.service_ref_of reads it from the
+        # model (an EndpointSlice by its service-name label).
+        if kind == service_kind:
+            services[(namespace, name)] = index
+            continue
+        if kind == slice_kind:
+            label = (raw[index].data["metadata"].get("labels") or {}).get(SERVICE_NAME_LABEL)
+            if not label:
+                continue
+            labels[index] = name = label
+        others.setdefault((namespace, name), []).append(index)
+    return {ref: [index, *others.get(ref, ())] for ref, index in services.items()}, labels
