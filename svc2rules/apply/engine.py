@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import Any, cast
 
 from svc2rules import __version__
-from svc2rules.compile.cache import CompileCache, cache_path, code_identity
-from svc2rules.compile.cache import remove as remove_cache
 from svc2rules.backends import RenderOptions, get_backend
 from svc2rules.backends.applier import Applier, BaseState, Change, ChangeKind, IncrementalApplier
+from svc2rules.compile import Compilation as IncrementalCompile
+from svc2rules.compile import compile_sources as compile_incremental
+from svc2rules.compile.cache import CompileCache, cache_path, code_identity
+from svc2rules.compile.cache import remove as remove_cache
 from svc2rules.config import ProxyConfig
 from svc2rules.errors import ApplyError, Diagnostic, UsageError
 from svc2rules.host import conntrack
@@ -33,7 +35,6 @@ from svc2rules.host.runner import Runner
 from svc2rules.host.state import DEFAULT_STATE_DIR, StateStore, new_generation
 from svc2rules.host.system import ensure_sysctls, read_sysctl, require_net_admin
 from svc2rules.load import Source
-from svc2rules.resolve.incremental import IncrementalCompile, compile_incremental
 
 AnyApplier = Applier[Any, Any, Any]
 
@@ -46,6 +47,9 @@ class ApplyOptions:
     lock_timeout: float = 60.0
     conntrack: bool = True
     resync: bool = False  # distrust the state file: read our objects back and reload them all
+    # An input without a single Service would remove every Service's rules: what a failed
+    # `kubectl get ... | svc2rules apply` feeds us. Refused unless the user insists.
+    allow_empty: bool = False
 
 
 @dataclass
@@ -55,6 +59,9 @@ class ApplyReport:
     kind: ChangeKind = ChangeKind.NONE
     summary: str = ""
     payload: str = ""
+    # A dry run of a full load: the ruleset exactly as `compile` prints it with the same
+    # options (the payload adds the loader's bookkeeping, such as the generation marker).
+    rules: str | None = None
     written: bool = False
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -215,6 +222,8 @@ def apply_plan(apply_input: ApplyInput, options: ApplyOptions, runner: Runner | 
             report.notes.append(cache.note)
         compiled = apply_input.compile(cache)
         timer.lap("compile")
+        if not compiled.services and not options.allow_empty:
+            raise UsageError(no_services_refusal(apply_input.sources))
         change = _plan(applier, runner, old, trusted, compiled, generation)
         timer.lap("plan")
         wanted_sysctls = change.sysctls if change.sysctls is not None else {}
@@ -223,6 +232,10 @@ def apply_plan(apply_input: ApplyInput, options: ApplyOptions, runner: Runner | 
             change.new_state["input"] = input_digest
             change.new_state["sysctls"] = wanted_sysctls
         if options.dry_run:
+            if change.kind == ChangeKind.FULL:
+                artifact = get_backend(backend).render(compiled.plan(), apply_input.options)
+                report.rules = artifact.text
+                report.notes.extend(f"warning: {warning}" for warning in artifact.warnings)
             report.notes.extend(_would_set(wanted_sysctls))
             return report
         for line in ensure_sysctls(wanted_sysctls, allowed=options.sysctl):
@@ -252,6 +265,15 @@ def apply_plan(apply_input: ApplyInput, options: ApplyOptions, runner: Runner | 
             _clear_stale_udp(runner, old, change.new_state, report)
             timer.lap("conntrack")
     return report
+
+
+def no_services_refusal(sources: list[Source]) -> str:
+    names = ", ".join(dict.fromkeys(source.name for source in sources)) or "the input"
+    return (
+        f"{names}: no Service objects: applying this would remove every Service's rules from this "
+        "host (a failed kubectl, a folder read without -R?); nothing was changed. "
+        "To remove them all, pass --allow-empty (or run svc2rules cleanup)"
+    )
 
 
 def _plan(

@@ -20,11 +20,11 @@ from enum import StrEnum
 from typing import Any, ClassVar, Generic, TypedDict, TypeVar
 
 from svc2rules.backends import RenderOptions
+from svc2rules.compile import Compilation as IncrementalCompile
 from svc2rules.host.conntrack import UdpFacts
 from svc2rules.host.runner import Runner
 from svc2rules.host.state import Touched
 from svc2rules.ir import Plan
-from svc2rules.resolve.incremental import IncrementalCompile
 
 
 class BaseState(TypedDict, total=False):

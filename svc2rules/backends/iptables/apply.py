@@ -36,7 +36,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from svc2rules.compile.cache import code_identity
 from svc2rules.backends import RenderOptions
 from svc2rules.backends.applier import BaseState, Change, ChangeKind, IncrementalApplier
 from svc2rules.backends.iptables.render import build_tables
@@ -46,6 +45,8 @@ from svc2rules.backends.iptables.services import (
     service_part,
     split_by_service,
 )
+from svc2rules.compile import Compilation as IncrementalCompile
+from svc2rules.compile.cache import code_identity
 from svc2rules.config import ProxyConfig
 from svc2rules.errors import ApplyError, LockBusyError
 from svc2rules.family import IPFamily
@@ -53,7 +54,6 @@ from svc2rules.host.conntrack import udp_facts, udp_facts_of
 from svc2rules.host.runner import Result, Runner, first_line
 from svc2rules.ir import Plan, ServicePort
 from svc2rules.naming import ChainNames
-from svc2rules.resolve.incremental import IncrementalCompile
 
 TABLE_ORDER = ("nat", "filter")
 BUILTIN_CHAINS = {

@@ -20,7 +20,6 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any, cast
 
-from svc2rules.compile.cache import code_identity
 from svc2rules.backends import RenderOptions
 from svc2rules.backends.applier import BaseState, Change, ChangeKind, IncrementalApplier
 from svc2rules.backends.nftables.grouped import CLAIM_COLLECTIONS
@@ -32,13 +31,14 @@ from svc2rules.backends.nftables.render import (
     layout_name,
 )
 from svc2rules.backends.nftables.text import check_table_name
+from svc2rules.compile import Compilation as IncrementalCompile
+from svc2rules.compile.cache import code_identity
 from svc2rules.config import ProxyConfig
 from svc2rules.errors import ApplyError
 from svc2rules.family import IPFamily
 from svc2rules.host.conntrack import udp_facts, udp_facts_of
 from svc2rules.host.runner import Result, Runner, first_line
 from svc2rules.ir import Plan, ServicePort
-from svc2rules.resolve.incremental import IncrementalCompile
 from svc2rules.resolve.plan import ServiceResolution
 
 MARKER_SET = "applied-generation"
