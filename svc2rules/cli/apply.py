@@ -135,6 +135,13 @@ def apply_command(
     conntrack_cleanup: Annotated[
         bool, typer.Option("--conntrack-cleanup/--no-conntrack-cleanup", hidden=True)
     ] = True,
+    allow_empty: Annotated[
+        bool,
+        typer.Option(
+            "--allow-empty",
+            help="Apply an input without any Service (removing every Service's rules); refused otherwise.",
+        ),
+    ] = False,
 ) -> None:
     """Load the compiled rules onto this host: validated, one transaction, only what changed."""
     with cli_errors():
@@ -162,12 +169,21 @@ def apply_command(
                 lock_timeout=lock_timeout,
                 conntrack=conntrack_cleanup,
                 resync=resync,
+                allow_empty=allow_empty,
             ),
         )
         _print_notes(report, timings=timings)
         if dry_run:
             if report.kind == "none":
                 err("dry run: no changes; nothing would be written")
+            elif report.rules is not None:
+                # A full load: the rules exactly as `compile` shows them with the same flags.
+                sys.stdout.write(report.rules)
+                sys.stdout.flush()
+                err(
+                    f"dry run: would load these rules ({report.summary}), with svc2rules' generation "
+                    "marker; nothing was changed"
+                )
             else:
                 sys.stdout.write(report.payload)
                 sys.stdout.flush()
