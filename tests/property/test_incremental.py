@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -25,72 +24,15 @@ from svc2rules.api import build_plan, render
 from svc2rules.backends import Comments, RenderOptions, available_backends
 from svc2rules.backends.iptables.apply import IptablesApplier
 from svc2rules.backends.nftables.apply import NftablesApplier
+from svc2rules.compile import MemoryMemo, compile_sources
 from svc2rules.config import ProxyConfig
-from svc2rules.errors import Diagnostic
 from svc2rules.host.runner import Result, Runner
-from svc2rules.load import RawObject, Source
-from svc2rules.resolve.incremental import (
-    Fingerprint,
-    Identity,
-    IncrementalCompile,
-    SourceIndex,
-    compile_incremental,
-    decode_object,
-)
+from svc2rules.load import Source
 from tests.golden.cases import GOLDEN_BACKENDS
 from tests.property.strategies import clusters
 
 CONFIG = ProxyConfig(node_name="node1", node_ips=("192.168.0.2",), cluster_cidrs=("10.0.0.0/8",))
 BACKENDS = [b for b in available_backends() if b in GOLDEN_BACKENDS]
-
-
-@dataclass
-class DictMemo:
-    """What a run remembers, kept in memory (the apply keeps it in <state-dir>/<backend>.cache)."""
-
-    objects: dict[Fingerprint, tuple[bytes, Identity]] = field(default_factory=dict)
-    groups: dict[Fingerprint, tuple[tuple[Diagnostic, ...], list[tuple[str, Fingerprint]]]] = field(
-        default_factory=dict
-    )
-    sources: dict[str, SourceIndex] = field(default_factory=dict)
-
-    def identity(self, fingerprint: Fingerprint) -> Identity | None:
-        entry = self.objects.get(fingerprint)
-        return None if entry is None else entry[1]
-
-    def encoded(self, fingerprint: Fingerprint) -> bytes | None:
-        entry = self.objects.get(fingerprint)
-        return None if entry is None else entry[0]
-
-    def warnings(self, fingerprint: Fingerprint) -> tuple[Diagnostic, ...] | None:
-        entry = self.groups.get(fingerprint)
-        return None if entry is None else entry[0]
-
-    def members(self, fingerprint: Fingerprint) -> list[RawObject] | None:
-        entry = self.groups.get(fingerprint)
-        if entry is None:
-            return None
-        out = []
-        for name, member in entry[1]:
-            data = decode_object(self.objects[member][0])
-            assert data is not None
-            out.append(RawObject(name, data))
-        return out
-
-    def source_index(self, name: str) -> SourceIndex | None:
-        return self.sources.get(name)
-
-    @classmethod
-    def of(cls, compiled: IncrementalCompile, earlier: DictMemo | None = None) -> DictMemo:
-        memo = cls(sources=dict(compiled.indexes))
-        for i in compiled.valid:
-            memo.objects[compiled.fingerprints[i]] = (compiled.encoded(i), compiled.identities[i])
-        for entry in compiled.services:
-            known = earlier.groups.get(entry.fingerprint) if earlier is not None else None
-            warnings = known[0] if known is not None else compiled.resolution(entry).warnings
-            members = [(compiled.raw[i].source, compiled.fingerprints[i]) for i in entry.members]
-            memo.groups[entry.fingerprint] = (warnings, members)
-        return memo
 
 
 def source(objects: list[dict[str, Any]]) -> list[Source]:
@@ -205,11 +147,11 @@ def edit(objects: list[dict[str, Any]], data: st.DataObject) -> list[dict[str, A
 def test_incremental_compile_equals_a_full_compile(
     objects: list[dict[str, Any]], data: st.DataObject
 ) -> None:
-    first = compile_incremental(source(objects), CONFIG, None)
-    memo = DictMemo.of(first)
+    first = compile_sources(source(objects), CONFIG, fingerprint=True)
+    memo = MemoryMemo.of(first)
     changed = edit(objects, data)
 
-    incremental = compile_incremental(source(changed), CONFIG, memo)
+    incremental = compile_sources(source(changed), CONFIG, memo)
     full = build_plan(source(changed), CONFIG)
     plan = incremental.plan()
     assert plan == full.plan
@@ -269,17 +211,17 @@ def test_planning_from_the_changed_services_ends_where_the_whole_plan_does(
     backend: str, objects: list[dict[str, Any]], data: st.DataObject
 ) -> None:
     options: RenderOptions[Any] = RenderOptions(comments=data.draw(st.sampled_from(list(Comments))))
-    first = compile_incremental(source(objects), CONFIG, None)
+    first = compile_sources(source(objects), CONFIG, fingerprint=True)
     start: Any = APPLIERS[backend](options).plan_compiled(Runner(), None, False, first, "1-a").new_state
     assert start is not None
-    memo = DictMemo.of(first)
+    memo = MemoryMemo.of(first)
     changed = edit(objects, data)
 
-    incremental = compile_incremental(source(changed), CONFIG, memo)
+    incremental = compile_sources(source(changed), CONFIG, memo)
     applier = APPLIERS[backend](options)
     by_service = applier.plan_services(StateKernel(start), start, incremental, "2-b")
     # The reference: the whole plan rendered and diffed against the state.
-    whole = compile_incremental(source(changed), CONFIG, None)
+    whole = compile_sources(source(changed), CONFIG, fingerprint=True)
     full: Any = APPLIERS[backend](options)
     plan = whole.plan()
     services = {entry.name: entry.fingerprint.hex() for entry in whole.services}
@@ -346,13 +288,13 @@ def test_common_changes_are_planned_from_their_services_alone(backend: str, edit
     headless[0]["spec"]["clusterIP"] = "None"
     headless[1]["metadata"]["labels"]["kubernetes.io/service-name"] = "headless"
     objects += headless
-    first = compile_incremental(source(objects), CONFIG, None)
+    first = compile_sources(source(objects), CONFIG, fingerprint=True)
     options: RenderOptions[Any] = RenderOptions()
     start: Any = APPLIERS[backend](options).plan_compiled(Runner(), None, False, first, "1-a").new_state
     assert start is not None
     changed = copy.deepcopy(objects)
     names, mark = EDITS[edit_name](changed)
-    incremental = compile_incremental(source(changed), CONFIG, DictMemo.of(first))
+    incremental = compile_sources(source(changed), CONFIG, MemoryMemo.of(first))
     assert [e.name for e in incremental.services if e.resolution is not None] == [
         n for n in names if n != "ns/svc1"
     ]
