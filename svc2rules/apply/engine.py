@@ -33,7 +33,13 @@ from svc2rules.host import conntrack
 from svc2rules.host.lock import StateLock
 from svc2rules.host.runner import Runner
 from svc2rules.host.state import DEFAULT_STATE_DIR, StateStore, new_generation
-from svc2rules.host.system import ensure_sysctls, read_sysctl, require_net_admin
+from svc2rules.host.system import (
+    check_sysctls,
+    ensure_sysctls,
+    read_sysctl,
+    require_net_admin,
+    restore_sysctls,
+)
 from svc2rules.load import Source
 
 AnyApplier = Applier[Any, Any, Any]
@@ -191,9 +197,7 @@ def apply_plan(apply_input: ApplyInput, options: ApplyOptions, runner: Runner | 
             if options.dry_run:
                 report.notes.extend(_would_set(wanted))
             else:
-                report.notes.extend(
-                    f"set sysctl {line}" for line in ensure_sysctls(wanted, allowed=options.sysctl)
-                )
+                report.notes.extend(_set_sysctls(wanted, options))
             report.notes.append(
                 "input unchanged since the last apply and the kernel matches it: not recompiled"
             )
@@ -238,23 +242,28 @@ def apply_plan(apply_input: ApplyInput, options: ApplyOptions, runner: Runner | 
                 report.notes.extend(f"warning: {warning}" for warning in artifact.warnings)
             report.notes.extend(_would_set(wanted_sysctls))
             return report
-        for line in ensure_sysctls(wanted_sysctls, allowed=options.sysctl):
-            report.notes.append(f"set sysctl {line}")
         if change.kind == ChangeKind.NONE:
+            report.notes.extend(_set_sysctls(wanted_sysctls, options))
             _record_unchanged(store, old, trusted, change, input_digest, wanted_sysctls)
             cache.save(compiled)
             timer.lap("cache")
             return report
+        # Side effects only once the rules are known good: a refused ruleset leaves the
+        # sysctls as they were, and a failed load puts back the ones it changed.
+        check_sysctls(wanted_sysctls, allowed=options.sysctl)
         applier.validate(runner, change)
         timer.lap("validate")
         assert change.new_state is not None
+        previous = ensure_sysctls(wanted_sysctls, allowed=options.sysctl)
         store.write_pending(change.new_state, change.touched)
         timer.lap("state")
         try:
             applier.load(runner, change)
         except ApplyError:
             store.drop_pending()
+            restore_sysctls(previous)
             raise
+        report.notes.extend(_set_notes(previous, wanted_sysctls))
         timer.lap("load")
         report.written = True
         store.commit_pending()
@@ -329,6 +338,14 @@ def _record_unchanged(
         return
     store.write_pending({**old, **update, "input": input_digest, "sysctls": sysctls})
     store.commit_pending()
+
+
+def _set_sysctls(wanted: dict[str, str], options: ApplyOptions) -> list[str]:
+    return _set_notes(ensure_sysctls(wanted, allowed=options.sysctl), wanted)
+
+
+def _set_notes(previous: dict[str, str | None], wanted: dict[str, str]) -> list[str]:
+    return [f"set sysctl {name}={wanted[name]} (was {before})" for name, before in previous.items()]
 
 
 def _would_set(wanted: dict[str, str]) -> list[str]:

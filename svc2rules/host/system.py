@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from svc2rules.errors import ApplyError
@@ -34,20 +35,37 @@ def read_sysctl(name: str) -> str | None:
         return None
 
 
-def ensure_sysctls(wanted: dict[str, str], *, allowed: bool) -> list[str]:
-    """Set each sysctl that differs (returning what changed), or refuse when not allowed."""
+def check_sysctls(wanted: dict[str, str], *, allowed: bool) -> None:
+    """Refuse, before anything is touched, when the rules need sysctls we may not set."""
     missing = {k: v for k, v in wanted.items() if read_sysctl(k) != v}
-    if not missing:
-        return []
-    if not allowed:
+    if missing and not allowed:
         needed = ", ".join(f"{k}={v} (is {read_sysctl(k) or 'unset'})" for k, v in sorted(missing.items()))
         raise ApplyError(f"the rules need {needed}; set them or run without --no-sysctl")
-    changed = []
-    for name, value in sorted(missing.items()):
+
+
+def ensure_sysctls(wanted: dict[str, str], *, allowed: bool) -> dict[str, str | None]:
+    """Set each sysctl that differs, or refuse when not allowed; return the previous value of
+    each one set (restore_sysctls puts them back)."""
+    check_sysctls(wanted, allowed=allowed)
+    previous: dict[str, str | None] = {}
+    for name, value in sorted(wanted.items()):
         before = read_sysctl(name)
+        if before == value:
+            continue
         try:
             _path(name).write_text(value + "\n", encoding="ascii")
         except OSError as exc:
+            restore_sysctls(previous)
             raise ApplyError(f"cannot set {name}={value}: {exc.strerror or exc}") from exc
-        changed.append(f"{name}={value} (was {before})")
-    return changed
+        previous[name] = before
+    return previous
+
+
+def restore_sysctls(previous: dict[str, str | None]) -> None:
+    """Put back what ensure_sysctls changed (best effort: a value that cannot be written back is
+    left as it is; the apply that changed it is failing anyway)."""
+    for name, value in previous.items():
+        if value is None:
+            continue
+        with contextlib.suppress(OSError):
+            _path(name).write_text(value + "\n", encoding="ascii")
