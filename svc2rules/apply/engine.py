@@ -23,8 +23,7 @@ from typing import Any, cast
 from svc2rules import __version__
 from svc2rules.backends import RenderOptions, get_backend
 from svc2rules.backends.applier import Applier, BaseState, Change, ChangeKind, IncrementalApplier
-from svc2rules.compile import Compilation as IncrementalCompile
-from svc2rules.compile import compile_sources as compile_incremental
+from svc2rules.compile import Compilation, compile_sources
 from svc2rules.compile.cache import CompileCache, cache_path, code_identity
 from svc2rules.compile.cache import remove as remove_cache
 from svc2rules.config import ProxyConfig
@@ -86,8 +85,8 @@ class ApplyInput:
     options: RenderOptions[Any] = field(default_factory=RenderOptions)
     on_warnings: Callable[[list[Diagnostic]], None] = field(default=lambda _: None)
 
-    def compile(self, cache: CompileCache | None) -> IncrementalCompile:
-        compiled = compile_incremental(self.sources, self.config, cache)
+    def compile(self, cache: CompileCache | None) -> Compilation:
+        compiled = compile_sources(self.sources, self.config, cache)
         self.on_warnings(compiled.warnings)
         return compiled
 
@@ -290,7 +289,7 @@ def _plan(
     runner: Runner,
     old: BaseState | None,
     trusted: bool,
-    compiled: IncrementalCompile,
+    compiled: Compilation,
     generation: str,
 ) -> Change[Any, Any]:
     change: Change[Any, Any]

@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import Any, ClassVar, Generic, TypedDict, TypeVar
 
 from svc2rules.backends import RenderOptions
-from svc2rules.compile import Compilation as IncrementalCompile
+from svc2rules.compile import Compilation
 from svc2rules.host.conntrack import UdpFacts
 from svc2rules.host.runner import Runner
 from svc2rules.host.state import Touched
@@ -146,12 +146,12 @@ class IncrementalApplier(Applier[DesiredT, StateT, ChangeT]):
 
     @abstractmethod
     def plan_services(
-        self, runner: Runner, old: StateT, compiled: IncrementalCompile, generation: str
+        self, runner: Runner, old: StateT, compiled: Compilation, generation: str
     ) -> ChangeT | None:
         """The change from the changed Services alone, or None when it needs the whole plan."""
 
     def plan_compiled(
-        self, runner: Runner, old: StateT | None, trusted: bool, compiled: IncrementalCompile, generation: str
+        self, runner: Runner, old: StateT | None, trusted: bool, compiled: Compilation, generation: str
     ) -> ChangeT:
         """Plan from the changed Services alone when the state is trusted and few changed; else
         the change from the whole plan (diffed against the state or the kernel), recording each
@@ -169,7 +169,7 @@ class IncrementalApplier(Applier[DesiredT, StateT, ChangeT]):
         return change
 
 
-def few_services_changed(old: Mapping[str, Any], compiled: IncrementalCompile) -> bool:
+def few_services_changed(old: Mapping[str, Any], compiled: Compilation) -> bool:
     """Whether planning Service by Service pays: rendering a quarter of the Services twice (old
     and new) costs about what rendering the whole plan once does. `old["groups"]` is the
     state's fingerprint per Service."""
