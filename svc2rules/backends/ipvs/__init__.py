@@ -7,8 +7,7 @@ from typing import TYPE_CHECKING
 
 from svc2rules.backends import Backend, RenderOptions
 from svc2rules.backends.ipvs.options import IpvsOptions, ipvs_options
-from svc2rules.backends.ipvs.render import render_ipvs
-from svc2rules.family import IPFamily
+from svc2rules.backends.ipvs.render import FAMILIES, render_ipvs
 
 if TYPE_CHECKING:
     from svc2rules.backends.ipvs.apply import IpvsApplier
@@ -24,7 +23,7 @@ def _applier(options: RenderOptions[IpvsOptions]) -> IpvsApplier:
 BACKEND: Backend[IpvsOptions] = Backend(
     name="ipvs",
     summary="kube-proxy IPVS mode: ipvsadm, dummy-interface addresses, ipset and iptables sections",
-    families=frozenset({IPFamily.IPv4}),
+    families=FAMILIES,
     render=render_ipvs,
     options=ipvs_options,
     applier=_applier,

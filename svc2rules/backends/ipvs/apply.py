@@ -20,37 +20,43 @@ Unlike iptables and nftables, IPVS has no transaction and no place for a comment
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from svc2rules.backends import RenderOptions
 from svc2rules.backends.applier import Applier, BaseState, Change, ChangeKind
-from svc2rules.backends.ipvs import ops, proctable, sets, tables
+from svc2rules.backends.ipvs import ops, proctable, sets
 from svc2rules.backends.ipvs.build import build_ruleset
 from svc2rules.backends.ipvs.execute import Executor
 from svc2rules.backends.ipvs.kernel import Kernel
 from svc2rules.backends.ipvs.model import IpvsRuleset
 from svc2rules.backends.ipvs.names import DUMMY_INTERFACE, IpvsNames
 from svc2rules.backends.ipvs.options import IpvsOptions
-from svc2rules.backends.ipvs.reconcile import Key, Live, Wanted, ledger_set, plan
+from svc2rules.backends.ipvs.reconcile import Live, Wanted, ledger_key, ledger_set, plan
+from svc2rules.backends.ipvs.render import FAMILIES
+from svc2rules.backends.owned_chains import Snapshot
 from svc2rules.family import IPFamily
 from svc2rules.host.conntrack import udp_facts
 from svc2rules.host.runner import Runner
 from svc2rules.ir import Plan
+from svc2rules.syntax import iproute, ipset, ipvsadm
+from svc2rules.syntax.ipvsadm import VirtualServer
 
-SYSCTLS = {
-    "net.ipv4.ip_forward": "1",
-    # IPVS connections must go through conntrack for the companion masquerade rules.
-    "net.ipv4.vs.conntrack": "1",
-    # Packets of a connection whose real server was deleted are dropped at once (the client
-    # reconnects to a live one) instead of being sent nowhere until the entry times out.
-    "net.ipv4.vs.expire_nodest_conn": "1",
-    # Persistence templates of a drained (weight 0) real server expire, so ClientIP
-    # affinity moves to a live one.
-    "net.ipv4.vs.expire_quiescent_template": "1",
-}
+
+def sysctls_for(family: IPFamily) -> dict[str, str]:
+    return {
+        family.forwarding_sysctl: "1",
+        # IPVS connections must go through conntrack for the companion masquerade rules.
+        ipvsadm.sysctl(family, "conntrack"): "1",
+        # Packets of a connection whose real server was deleted are dropped at once (the client
+        # reconnects to a live one) instead of being sent nowhere until the entry times out.
+        ipvsadm.sysctl(family, "expire_nodest_conn"): "1",
+        # Persistence templates of a drained (weight 0) real server expire, so ClientIP
+        # affinity moves to a live one.
+        ipvsadm.sysctl(family, "expire_quiescent_template"): "1",
+    }
 
 
 @dataclass
@@ -59,13 +65,6 @@ class Desired:
     rules: IpvsRuleset
     names: IpvsNames
     udp: dict[str, dict[str, Any]]
-
-
-def _ledger_key(entry: str) -> Key | None:
-    element = sets.entry_key(entry)
-    address, _, rest = element.partition(",")
-    protocol, _, port = rest.partition(":")
-    return (protocol, address, int(port)) if port.isdigit() else None
 
 
 class IpvsState(BaseState, total=False):
@@ -87,18 +86,20 @@ class IpvsApplier(Applier[Desired, IpvsState, IpvsChange]):
 
     def __init__(self, options: RenderOptions[IpvsOptions]) -> None:
         super().__init__(options)
-        self.kernel = Kernel()
+        # The one family the backend serves (IPVS itself is per family, like kube-proxy's proxiers).
+        (self.family,) = FAMILIES
+        self.kernel = Kernel(self.family)
         self.names = IpvsNames.for_prefix(options.chain_prefix)
-        self._tables: tables.Snapshot | None = None
+        self._tables: Snapshot | None = None
 
     # -- what we want ----------------------------------------------------------------------
 
     def desired(self, plan: Plan) -> Desired:
-        rules = build_ruleset(plan, self.options)
-        return Desired(plan, rules, self.names, udp_facts(plan, plan.for_family(IPFamily.IPv4)))
+        rules = build_ruleset(plan, self.options, self.family)
+        return Desired(plan, rules, self.names, udp_facts(plan, plan.for_family(self.family)))
 
     def sysctls(self, plan: Plan) -> dict[str, str]:
-        return dict(SYSCTLS)
+        return sysctls_for(self.family)
 
     def udp_facts(self, desired: Desired) -> dict[str, dict[str, Any]]:
         return desired.udp
@@ -108,8 +109,9 @@ class IpvsApplier(Applier[Desired, IpvsState, IpvsChange]):
     def marker(self, runner: Runner, state: IpvsState | None) -> str | None:
         if state is not None and state.get("prefix"):
             self.names = IpvsNames.for_prefix(state["prefix"])
-        self._tables = tables.read_live(runner, self.names)
-        return self._tables.generation(self.names)
+        chains = self.names.owned_chains(self.family)
+        self._tables = chains.read_live(runner)
+        return chains.generation(self._tables)
 
     def quick_check(self, runner: Runner, state: IpvsState) -> bool:
         """IPVS and the dummy interface are not under the marker: compare them with what the
@@ -123,9 +125,10 @@ class IpvsApplier(Applier[Desired, IpvsState, IpvsChange]):
             return False
         if not proctable.matches(table, state["ipvs_table"]):
             return False
-        result = runner.run(["ip", "-4", "-o", "address", "show", "dev", DUMMY_INTERFACE])
-        bound = sorted(w.split("/")[0] for line in result.stdout.splitlines() for w in line.split()[3:4])
-        return result.ok and bound == sorted(state.get("addresses", []))
+        result = runner.run(iproute.show_addresses_argv(DUMMY_INTERFACE, self.family))
+        return result.ok and sorted(iproute.read_addresses(result.stdout)) == sorted(
+            state.get("addresses", [])
+        )
 
     def read_live(self, runner: Runner) -> IpvsState | None:
         # Everything is read back on every run anyway (plan_change); an untrusted state only
@@ -138,7 +141,7 @@ class IpvsApplier(Applier[Desired, IpvsState, IpvsChange]):
             "udp": {},
         }
 
-    def _live(self, runner: Runner, names: IpvsNames, wanted_sets: set[str]) -> Live:
+    def _live(self, runner: Runner, names: IpvsNames, wanted_sets: Iterable[str]) -> Live:
         k = self.kernel
         live = Live()
         index = k.link_index(DUMMY_INTERFACE)
@@ -150,7 +153,7 @@ class IpvsApplier(Applier[Desired, IpvsState, IpvsChange]):
                 live.addresses = frozenset(k.addresses(index))
         live.sets = sets.read_live(runner, wanted_sets)
         ledger = live.sets.get(names.owned_virtual_servers)
-        recorded = {key for key in (_ledger_key(e) for e in (ledger.entries if ledger else ())) if key}
+        recorded = {key for key in (ledger_key(e) for e in (ledger.entries if ledger else ())) if key}
         foreign = set()
         destinations = k.dump_destinations()
         for vs in k.dump_services():
@@ -162,7 +165,7 @@ class IpvsApplier(Applier[Desired, IpvsState, IpvsChange]):
                 live.services[vs.key] = k.dump_real_servers(vs)
         live.foreign = frozenset(foreign)
         cached = self._tables if self.names.prefix == names.prefix else None  # read by marker()
-        live.tables = cached if cached is not None else tables.read_live(runner, names)
+        live.tables = cached if cached is not None else names.owned_chains(self.family).read_live(runner)
         self._tables = None
         return live
 
@@ -174,7 +177,10 @@ class IpvsApplier(Applier[Desired, IpvsState, IpvsChange]):
         names = desired.names
         self.kernel.ipvs()  # no IPVS here: say so before anything else can fail for that reason
         ledger = ledger_set(desired.rules, names)
-        wanted = Wanted(desired.rules, names, ledger, tables.kernel_spelling(runner, desired.rules, names))
+        spelled = names.owned_chains(self.family).kernel_spelling(
+            runner, desired.rules.tables, desired.rules.ipsets
+        )
+        wanted = Wanted(desired.rules, names, ledger, spelled)
         live = self._live(runner, names, {s.name for s in wanted.sets})
         draining = dict((old or {}).get("draining", {}))
         planned = plan(live, wanted, draining, time.time(), generation)
@@ -199,44 +205,42 @@ class IpvsApplier(Applier[Desired, IpvsState, IpvsChange]):
     def plan_cleanup(self, runner: Runner, old: IpvsState | None) -> IpvsChange:
         prefix = (old or {}).get("prefix") or self.options.chain_prefix
         names = IpvsNames.for_prefix(prefix)
-        known = {s.name for s in build_ruleset(_EMPTY_PLAN, RenderOptions(chain_prefix=prefix)).ipsets}
-        known.add(names.owned_virtual_servers)
+        chains = names.owned_chains(self.family)
+        known = {*self._known_sets(RenderOptions(chain_prefix=prefix)), names.owned_virtual_servers}
         try:
             live = self._live(runner, names, known)
         except Exception:
             # No IPVS in this kernel: nothing of ours can be there but chains and sets.
-            live = Live(sets=sets.read_live(runner, known), tables=tables.read_live(runner, names))
+            live = Live(sets=sets.read_live(runner, known), tables=chains.read_live(runner))
         steps: list[ops.Op] = []
         for _, service in sorted(live.services.items()):
             steps.append(ops.ServiceDel(service.server))
         if live.dummy_index is not None and live.dummy_kind == "dummy":
             steps.append(ops.LinkDel(DUMMY_INTERFACE, tuple(sorted(live.addresses))))
-        removal = tables.removal(live.tables)
-        if removal is not None:
+        removal = chains.removal(live.tables)
+        if removal:
+            restoration = tuple(chains.restoration(live.tables))
             steps.append(
-                ops.IptablesRestore(removal, tables.restoration(live.tables), "the removal of our chains")
+                ops.IptablesRestore(chains, tuple(removal), restoration, "the removal of our chains")
             )
         if live.sets:
-            destroy = tuple(f"destroy {name}" for name in sorted(live.sets))
-            recreate = tuple(
-                line
-                for s in live.sets.values()
-                for line in (
-                    f"create {s.name} {s.kind} {' '.join(s.options)}",
-                    *(f"add {s.name} {e}" for e in s.entries),
-                )
-            )
+            destroy = tuple(ipset.Destroy(name) for name in sorted(live.sets))
+            recreate = tuple(command for s in live.sets.values() for command in ipset.filled(s))
             steps.append(ops.IpsetRestore(destroy, recreate, ops.REMOVE))
         self.kernel.close()
         if not steps:
             return IpvsChange(ChangeKind.NONE, "", "nothing of ours on this host", None)
         summary = (
             f"{len(live.services)} virtual server(s), the dummy interface "
-            f"({len(live.addresses)} address(es)), {sum(len(c) for c in live.tables.chains.values())} chain(s) "
+            f"({len(live.addresses)} address(es)), {live.tables.chain_count} chain(s) "
             f"and {len(live.sets)} ipset(s) removed"
         )
         payload = "".join(step.describe() + "\n" for step in steps)
         return IpvsChange(ChangeKind.CLEANUP, payload, summary, None, ops=steps)
+
+    def _known_sets(self, options: RenderOptions[Any]) -> set[str]:
+        """The names of every ipset the backend defines for these options."""
+        return {s.name for s in build_ruleset(_EMPTY_PLAN, options, self.family).ipsets}
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -255,33 +259,46 @@ class IpvsApplier(Applier[Desired, IpvsState, IpvsChange]):
 
     def dump_live(self, runner: Runner) -> str:
         names = IpvsNames.for_prefix(self.options.chain_prefix)
-        known = {s.name for s in build_ruleset(_EMPTY_PLAN, self.options).ipsets}
+        known = self._known_sets(self.options)
         live = self._live(runner, names, {*known, names.owned_virtual_servers})
         self.kernel.close()
         servers = [s.server for _, s in sorted(live.services.items())]
-        ipsets = [(name, s) for name, s in live.sets.items() if name in known]
-        return _dump(live.addresses, ipsets, tables.dump_lines(live.tables, names), servers)
+        ipsets = [s for name, s in live.sets.items() if name in known]
+        chains = names.owned_chains(self.family)
+        return _dump(live.addresses, ipsets, chains.dump_lines(live.tables), servers)
 
     def dump_desired(self, runner: Runner, desired: Desired) -> str:
         rules = desired.rules
-        spelled = tables.kernel_spelling(runner, rules, desired.names)
+        chains = desired.names.owned_chains(rules.family)
+        spelled = chains.kernel_spelling(runner, rules.tables, rules.ipsets)
         return _dump(
             rules.bind_addresses,
-            ((s.name, s) for s in rules.ipsets),
-            tables.dump_lines(spelled, desired.names),
+            rules.ipsets,
+            chains.dump_lines(spelled),
             sorted(rules.virtual_servers, key=lambda vs: vs.key),
         )
 
 
-def _dump(addresses: Any, ipsets: Any, iptables_lines: list[str], servers: list[Any]) -> str:
-    out = [f"dummy {DUMMY_INTERFACE}: address {a}/32" for a in sorted(addresses)]
-    for name, s in sorted(ipsets, key=lambda item: item[0]):
-        out.extend(f"ipset {name}: {entry}" for entry in sorted(s.entries))
+def _dump(
+    addresses: Iterable[str],
+    ipsets: Iterable[ipset.IpSet],
+    iptables_lines: list[str],
+    servers: list[VirtualServer],
+) -> str:
+    out = [f"dummy {DUMMY_INTERFACE}: address {iproute.host_address(a)}" for a in sorted(addresses)]
+    for s in sorted(ipsets, key=lambda s: s.name):
+        out.extend(f"ipset {s.name}: {line}" for line in sorted(_entry_lines(s)))
     out.extend(iptables_lines)
     for vs in servers:
-        out.append(f"ipvs: {vs.service_line()}")
-        out.extend(f"ipvs: {vs.real_server_line(rs)}" for rs in sorted(vs.real_servers))
+        out.append(f"ipvs: {ipvsadm.add_service(vs)}")
+        out.extend(f"ipvs: {ipvsadm.add_real_server(vs, rs)}" for rs in sorted(vs.real_servers))
     return "\n".join(out) + "\n" if out else ""
+
+
+def _entry_lines(s: ipset.IpSet) -> list[str]:
+    """The set's entries as `ipset save` prints them after the set's name."""
+    prefix = f"add {s.name} "
+    return [ipset.Add(s.name, e).line().removeprefix(prefix) for e in s.entries]
 
 
 def _empty_plan() -> Plan:

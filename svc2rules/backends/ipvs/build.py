@@ -22,17 +22,24 @@ from collections.abc import Iterable, Sequence
 
 from svc2rules.backends import RenderOptions
 from svc2rules.backends.ipvs.companion import build_companion
-from svc2rules.backends.ipvs.model import IpSet, IpvsRuleset, RealServer, VirtualServer
+from svc2rules.backends.ipvs.model import IpvsRuleset, Key, Owner
 from svc2rules.backends.ipvs.names import DUMMY_INTERFACE, IpvsNames
 from svc2rules.backends.ipvs.options import IpvsOptions, check_scheduler
 from svc2rules.family import IPFamily
 from svc2rules.ir import Endpoint, FrontendKind, Plan, ServicePort
+from svc2rules.syntax.ipset import Entry, IpSet, SetOptions, ip_port, ip_port_ip, ip_port_net
+from svc2rules.syntax.ipvsadm import RealServer, VirtualServer
 
 DEFAULT_SCHEDULER = "rr"
 # kube-proxy sets FlagSourceHash (0x10 = IP_VS_SVC_F_SCHED2) on every `mh` virtual server.
 SCHED_FLAGS = {"mh": ("mh-port",)}
-_HASH_OPTIONS = "family inet hashsize 1024 maxelem 65536 comment"
-_BITMAP_OPTIONS = "range 0-65535 comment"
+# kube-proxy's set sizes (pkg/proxy/ipvs/ipset.go); every entry may name its Service.
+_HASH_SIZE, _MAX_ELEMENTS = 1024, 65536
+_BITMAP_OPTIONS = SetOptions(range="0-65535", comment=True)
+
+
+def hash_options(family: IPFamily) -> SetOptions:
+    return SetOptions(family=family, hashsize=_HASH_SIZE, maxelem=_MAX_ELEMENTS, comment=True)
 
 
 def default_scheduler(plan: Plan, options: RenderOptions[IpvsOptions]) -> str:
@@ -43,27 +50,22 @@ def default_scheduler(plan: Plan, options: RenderOptions[IpvsOptions]) -> str:
     return check_scheduler(plan.config.ipvs_scheduler or DEFAULT_SCHEDULER, "ipvs.scheduler")
 
 
-def node_port_addresses(plan: Plan) -> tuple[str, ...]:
-    """The node IPs that get NodePort virtual servers: nodePortAddresses' matches, else every
-    --node-ip; never loopback (kube-proxy's IPVS mode has no localhost NodePorts)."""
-    chosen = plan.config.node_port_ips("IPv4")
+def node_port_addresses(plan: Plan, family: IPFamily) -> tuple[str, ...]:
+    """The node IPs of `family` that get NodePort virtual servers: nodePortAddresses' matches,
+    else every --node-ip; never loopback (kube-proxy's IPVS mode has no localhost NodePorts)."""
+    chosen = plan.config.node_port_ips(family)
     if chosen is None:
-        chosen = tuple(ip for ip in plan.config.node_ips if ":" not in ip)
+        chosen = tuple(ip for ip in plan.config.node_ips if IPFamily.of(ip) is family)
     out = {ip for ip in chosen if not ipaddress.ip_address(ip).is_loopback}
     return tuple(sorted(out, key=ipaddress.ip_address))
-
-
-def _canonical_net(cidr: str) -> str:
-    # `ipset save` prints a /32 without its prefix length; so do we, so the two compare.
-    net = ipaddress.ip_network(cidr, strict=False)
-    return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
 
 
 class _Sets:
     """Entries per set in first-seen order, each with the Service it comes from."""
 
-    def __init__(self, names: IpvsNames, comments: bool) -> None:
+    def __init__(self, names: IpvsNames, family: IPFamily, comments: bool) -> None:
         self.names = names
+        self.hash_options = hash_options(family)
         self.comments = comments
         self.entries: dict[str, dict[str, str]] = {}
 
@@ -107,7 +109,7 @@ class _Sets:
                 "load balancer ip, port and source cidr for packet filter purpose",
             ),
         ]
-        out = [self._set(name, kind, _HASH_OPTIONS, text) for name, kind, text in hash_sets]
+        out = [self._set(name, kind, self.hash_options, text) for name, kind, text in hash_sets]
         for proto in ("tcp", "udp"):
             for local in (True, False):
                 policy = "with externalTrafficPolicy=local" if local else "for masquerade purpose"
@@ -125,21 +127,22 @@ class _Sets:
                 self._set(
                     n.node_port_set("sctp", local=local),
                     "hash:ip,port",
-                    _HASH_OPTIONS,
+                    self.hash_options,
                     f"nodeport SCTP node ip and port {policy}",
                 )
             )
         out.append(self._set(n.health_check, "bitmap:port", _BITMAP_OPTIONS, "health check node port"))
-        out.append(self._set(n.bound_ips, "hash:ip", _HASH_OPTIONS, f"addresses bound to {DUMMY_INTERFACE}"))
+        out.append(
+            self._set(n.bound_ips, "hash:ip", self.hash_options, f"addresses bound to {DUMMY_INTERFACE}")
+        )
         return tuple(out)
 
-    def _set(self, name: str, kind: str, options: str, text: str) -> IpSet:
-        entries = self.entries.get(name, {})
-        lines = tuple(
-            f'{entry} comment "{service}"' if self.comments and service else entry
-            for entry, service in entries.items()
+    def _set(self, name: str, kind: str, options: SetOptions, text: str) -> IpSet:
+        entries = tuple(
+            Entry(element, service if self.comments and service else None)
+            for element, service in self.entries.get(name, {}).items()
         )
-        return IpSet(name, kind, options, f"Kubernetes {text}", lines)
+        return IpSet(name, kind, options, entries, description=f"Kubernetes {text}")
 
 
 def _real_servers(endpoints: Iterable[Endpoint]) -> tuple[RealServer, ...]:
@@ -157,15 +160,18 @@ def external_endpoints(sp: ServicePort) -> tuple[Endpoint, ...]:
 
 
 class _Builder:
-    def __init__(self, plan: Plan, options: RenderOptions[IpvsOptions], ports: Sequence[ServicePort]) -> None:
+    def __init__(
+        self, plan: Plan, options: RenderOptions[IpvsOptions], family: IPFamily, ports: Sequence[ServicePort]
+    ) -> None:
         self.plan = plan
         self.ports = ports
         self.names = IpvsNames.for_prefix(options.chain_prefix)
         self.default = default_scheduler(plan, options)
-        self.node_ips = node_port_addresses(plan)
-        self.primary = plan.config.node_ip("IPv4")
-        self.sets = _Sets(self.names, options.comments != "never")
-        self.servers: dict[tuple[str, str, int], VirtualServer] = {}
+        self.node_ips = node_port_addresses(plan, family)
+        self.primary = plan.config.node_ip(family)
+        self.sets = _Sets(self.names, family, options.comments.on)
+        self.servers: dict[Key, VirtualServer] = {}
+        self.owners: dict[Key, Owner] = {}
         self.bind: dict[str, str] = {}  # address -> the Service that bound it first
         self.blocked_from_node: list[tuple[str, str, int, str]] = []  # (lb ip, proto, port, service)
         self.warnings: list[str] = []
@@ -182,10 +188,8 @@ class _Builder:
             sp.affinity_timeout or 0,
             SCHED_FLAGS.get(scheduler, ()),
             rs,
-            str(sp.key),
-            kind.value,
         )
-        other = self.servers.get(vs.key)
+        other = self.owners.get(vs.key)
         if other is not None:
             self.warnings.append(
                 f"{kind.value} {ip}:{port}/{vs.protocol} of {sp.key} is also a virtual server of "
@@ -193,6 +197,7 @@ class _Builder:
             )
             return
         self.servers[vs.key] = vs
+        self.owners[vs.key] = Owner(str(sp.key), kind.value)
 
     def build(self) -> None:
         if not self.node_ips and any(sp.node_port for sp in self.ports):
@@ -212,20 +217,20 @@ class _Builder:
         for rs in sorted({*internal, *external}):
             if (rs.address, rs.port) in local:
                 # Hairpin: a pod reaching itself through the VIP must see a source it can answer.
-                sets.add(n.loop_back, f"{rs.address},{proto}:{rs.port},{rs.address}", name)
+                sets.add(n.loop_back, ip_port_ip(rs.address, proto, rs.port, rs.address), name)
 
-        sets.add(n.cluster_ip, f"{sp.cluster_ip},{proto}:{sp.port}", name)
+        sets.add(n.cluster_ip, ip_port(sp.cluster_ip, proto, sp.port), name)
         self._virtual(sp, FrontendKind.CLUSTER_IP, sp.cluster_ip, sp.port, internal)
         self.bind.setdefault(sp.cluster_ip, name)
 
         for ip in sp.external_ips:
             target = n.external_ip_local if sp.external_policy_local else n.external_ip
-            sets.add(target, f"{ip},{proto}:{sp.port}", name)
+            sets.add(target, ip_port(ip, proto, sp.port), name)
             self._virtual(sp, FrontendKind.EXTERNAL_IP, ip, sp.port, external)
             self._bind_unless_node_ip(ip, name)
 
         for ip in sp.load_balancer_ips:
-            entry = f"{ip},{proto}:{sp.port}"
+            entry = ip_port(ip, proto, sp.port)
             sets.add(n.load_balancer_set, entry, name)
             if sp.external_policy_local:
                 sets.add(n.load_balancer_local, entry, name)
@@ -233,13 +238,13 @@ class _Builder:
                 sets.add(n.load_balancer_fw, entry, name)
                 allow_from_node = False
                 for cidr in sp.source_ranges:
-                    sets.add(n.lb_source_cidr, f"{entry},{_canonical_net(cidr)}", name)
+                    sets.add(n.lb_source_cidr, ip_port_net(ip, proto, sp.port, cidr), name)
                     net = ipaddress.ip_network(cidr, strict=False)
                     if self.primary is not None and ipaddress.ip_address(self.primary) in net:
                         allow_from_node = True
                 if allow_from_node:
                     # A VIP-like load balancer routes node-to-VIP traffic back with the VIP as source.
-                    sets.add(n.lb_source_ip, f"{entry},{ip}", name)
+                    sets.add(n.lb_source_ip, ip_port_ip(ip, proto, sp.port, ip), name)
                 else:
                     self.blocked_from_node.append((ip, proto, sp.port, name))
             self._virtual(sp, FrontendKind.LOAD_BALANCER, ip, sp.port, external)
@@ -247,7 +252,7 @@ class _Builder:
 
         if sp.node_port and self.node_ips:
             if sp.protocol.keyword == "sctp":
-                entries = [f"{ip},sctp:{sp.node_port}" for ip in self.node_ips]
+                entries = [ip_port(ip, proto, sp.node_port) for ip in self.node_ips]
             else:
                 entries = [str(sp.node_port)]
             for entry in entries:
@@ -265,28 +270,24 @@ class _Builder:
             self.bind.setdefault(ip, service)
 
 
-def build_ruleset(plan: Plan, options: RenderOptions[IpvsOptions]) -> IpvsRuleset:
-    ports = plan.for_family(IPFamily.IPv4)
-    builder = _Builder(plan, options, ports)
-    warnings: list[str] = []
-    skipped = len(plan.service_ports) - len(ports)
-    if skipped:
-        warnings.append(f"{skipped} IPv6 service port(s) not rendered: the ipvs backend is IPv4 only")
+def build_ruleset(plan: Plan, options: RenderOptions[IpvsOptions], family: IPFamily) -> IpvsRuleset:
+    """The ruleset of one family (the service ports of other families are left out)."""
+    ports = plan.for_family(family)
+    builder = _Builder(plan, options, family, ports)
     builder.build()
-    warnings += builder.warnings
     names = builder.names
     for ip, service in builder.bind.items():
         builder.sets.add(names.bound_ips, ip, service)
-    tables, jumps, text = build_companion(
-        plan.config, names, builder.blocked_from_node, options.comments != "never", options.jumps
+    tables = build_companion(
+        plan.config, names, family, builder.blocked_from_node, options.comments.on, options.jumps
     )
     return IpvsRuleset(
+        family=family,
         dummy_interface=DUMMY_INTERFACE,
         virtual_servers=tuple(builder.servers.values()),
         bind_addresses=tuple(builder.bind),
         ipsets=builder.sets.build(),
-        iptables=text,
         tables=tables,
-        jumps=jumps,
-        warnings=tuple(warnings),
+        owners=builder.owners,
+        warnings=tuple(builder.warnings),
     )

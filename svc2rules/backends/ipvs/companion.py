@@ -12,19 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from svc2rules.backends.iptables.rules import Jump, Table, comment
 from svc2rules.backends.ipvs.names import IpvsNames
 from svc2rules.config import ProxyConfig
-from svc2rules.templating import render_template
-
-Tables = dict[str, dict[str, list[str]]]
-Jumps = dict[str, list[tuple[str, str]]]
+from svc2rules.family import IPFamily
+from svc2rules.syntax.xtables import Jump, Rule, Table, comment
 
 
 class _Companion:
-    def __init__(self, config: ProxyConfig, names: IpvsNames, comments: bool) -> None:
+    def __init__(self, config: ProxyConfig, names: IpvsNames, family: IPFamily, comments: bool) -> None:
         self.config = config
         self.n = names
+        self.family = family
         self.comments = comments
         self.mark = config.masquerade_mark
         self.nat = Table("nat")
@@ -45,7 +43,7 @@ class _Companion:
             filt.chain(chain)
 
         # Connections from the node to itself never go through IPVS as a service.
-        nat.add(n.services, "-s 127.0.0.0/8 -j RETURN")
+        nat.add(n.services, f"-s {self.family.loopback_cidr} -j RETURN")
         nat.add(
             n.postrouting,
             self.c("Kubernetes endpoints dst ip:port, source ip for solving hairpin purpose"),
@@ -174,7 +172,7 @@ class _Companion:
     def _cluster_ip_masquerade(self) -> None:
         n = self.n
         head = (self.c("Kubernetes service cluster ip and port for masquerade purpose"),)
-        cidr = self.config.cluster_cidr("IPv4")
+        cidr = self.config.cluster_cidr(self.family)
         if self.config.masquerade_all:
             self.nat.add(n.services, *head, self.match(n.cluster_ip, "dst,dst"), f"-j {n.mark_masq}")
         elif cidr:
@@ -208,20 +206,17 @@ class _Companion:
 def build_companion(
     config: ProxyConfig,
     names: IpvsNames,
+    family: IPFamily,
     blocked_from_node: Sequence[tuple[str, str, int, str]],
     comments: bool,
     jumps: bool,
-) -> tuple[Tables, Jumps, str]:
-    """The nat and filter tables as chain -> rules, the jumps, and the restore payload."""
-    builder = _Companion(config, names, comments)
+) -> tuple[Table, Table]:
+    """The nat and filter tables, with their jumps from the built-in chains when `jumps`."""
+    builder = _Companion(config, names, family, comments)
     builder.build(blocked_from_node)
-    tables: Tables = {}
-    jump_map: Jumps = {}
     for table in (builder.nat, builder.filter):
-        chains: dict[str, list[str]] = {chain: [] for chain in table.chains}
-        for rule in table.rules:
-            chains[rule.chain].append(rule.spec)
-        tables[table.name] = chains
-        jump_map[table.name] = [(j.chain, j.spec) for j in table.jumps] if jumps else []
-    text = render_template("ipvs/iptables.j2", tables=tables, jumps=jump_map)
-    return tables, jump_map, text
+        # Printed chain by chain, in the order the chains are declared.
+        table.rules = [Rule(chain, spec) for chain, specs in table.rules_by_chain().items() for spec in specs]
+        if not jumps:
+            table.jumps.clear()
+    return builder.nat, builder.filter

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from svc2rules.backends.ipvs import ops, sets, tables
+from svc2rules.backends.ipvs import ops, sets
 from svc2rules.backends.ipvs.kernel import Kernel
-from svc2rules.backends.ipvs.model import RealServer
 from svc2rules.errors import ApplyError
 from svc2rules.host.runner import Runner
 
@@ -65,10 +64,10 @@ class Executor:
                 k.addr_add(iface, address)
             case ops.AddrDel(interface=iface, address=address):
                 k.addr_del(iface, address)
-            case ops.IpsetRestore(lines=lines):
-                sets.restore(self.runner, lines, "our ipset changes")
-            case ops.IptablesRestore(payload=payload, what=what):
-                tables.load(self.runner, payload, what)
+            case ops.IpsetRestore(commands=commands):
+                sets.restore(self.runner, commands, "our ipset changes")
+            case ops.IptablesRestore(chains=chains, payload=payload, what=what):
+                chains.load(self.runner, payload, what)
             case ops.ServiceAdd(server=vs):
                 k.service_add(vs)
             case ops.ServiceEdit(server=vs):
@@ -101,8 +100,8 @@ class Executor:
             case ops.IpsetRestore(undo=undo):
                 if undo:
                     sets.restore(self.runner, undo, "the undo of our ipset changes")
-            case ops.IptablesRestore(undo=undo, what=what):
-                tables.load(self.runner, undo, f"the undo of {what}")
+            case ops.IptablesRestore(chains=chains, undo=undo, what=what):
+                chains.load(self.runner, undo, f"the undo of {what}")
             case ops.ServiceAdd(server=vs):
                 k.service_del(vs)
             case ops.ServiceEdit(before=before):
@@ -114,6 +113,6 @@ class Executor:
             case ops.DestAdd(server=vs, real=rs):
                 k.dest_del(vs, rs)
             case ops.DestEdit(server=vs, real=rs, before=weight):
-                k.dest_set(vs, RealServer(rs.address, rs.port, weight))
+                k.dest_set(vs, rs.with_weight(weight))
             case ops.DestDel(server=vs, real=rs):
                 k.dest_add(vs, rs)

@@ -13,25 +13,44 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from svc2rules.backends.ipvs import proctable
-from svc2rules.backends.ipvs.model import (
-    MANAGED_FLAG_MASK,
-    PROTOCOL_NAMES,
-    PROTOCOL_NUMBERS,
-    RealServer,
-    VirtualServer,
-    sched_flag_names,
-)
 from svc2rules.errors import ApplyError
+from svc2rules.family import IPFamily
+from svc2rules.syntax import ipvsadm
+from svc2rules.syntax.iproute import host_address
+from svc2rules.syntax.ipvsadm import RealServer, VirtualServer
 
 FWD_MASQ = 0
 IFF_UP = 0x1
 _FLAGS_MASK = 0xFFFF
+PROTOCOL_NUMBERS = {"tcp": 6, "udp": 17, "sctp": 132}
+PROTOCOL_NAMES = {number: name for name, number in PROTOCOL_NUMBERS.items()}
+# IP_VS_SVC_F_* (include/uapi/linux/ip_vs.h)
+FLAG_PERSISTENT = 0x0001
+FLAG_HASHED = 0x0002  # set by the kernel on every service; never ours to compare
+SCHED_FLAG_BITS = {"sh-fallback": 0x0008, "sh-port": 0x0010, "mh-fallback": 0x0008, "mh-port": 0x0010}
+SCHED_FLAG_MASK = 0x0008 | 0x0010 | 0x0020
+MANAGED_FLAG_MASK = FLAG_PERSISTENT | SCHED_FLAG_MASK
+
+
+def service_flags(vs: VirtualServer) -> int:
+    """The IP_VS_SVC_F_* bits we manage (persistence and scheduler flags)."""
+    bits = FLAG_PERSISTENT if vs.persistence else 0
+    for name in vs.sched_flags:
+        bits |= SCHED_FLAG_BITS[name]
+    return bits
+
+
+def sched_flag_names(scheduler: str, flags: int) -> tuple[str, ...]:
+    """The `-b` names of a kernel flags word, for the scheduler that interprets them."""
+    if scheduler not in ("sh", "mh"):
+        return ()
+    names = [f"{scheduler}-fallback", f"{scheduler}-port"]
+    return tuple(sorted(n for n in names if flags & SCHED_FLAG_BITS[n]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +74,10 @@ def _errno_text(exc: BaseException) -> str:
 
 
 class Kernel:
-    """IPVS and rtnetlink sockets of the calling thread's network namespace."""
+    """IPVS and rtnetlink sockets of the calling thread's network namespace, for one family."""
 
-    def __init__(self) -> None:
+    def __init__(self, family: IPFamily = IPFamily.IPv4) -> None:
+        self.family = family
         self._ipvs: Any = None
         self._ipr: Any = None
         self.writes = 0  # netlink requests that change something, for reports and tests
@@ -112,7 +132,7 @@ class Kernel:
             spec.update(
                 sched_name=vs.scheduler,
                 timeout=vs.persistence,
-                flags={"flags": vs.flags, "mask": _FLAGS_MASK},
+                flags={"flags": service_flags(vs), "mask": _FLAGS_MASK},
             )
         return IPVSService(**spec)
 
@@ -133,7 +153,7 @@ class Kernel:
             if attrs.get("IPVS_SVC_ATTR_FWMARK"):
                 continue  # fwmark services have no address:port; never ours
             protocol = PROTOCOL_NAMES.get(attrs.get("IPVS_SVC_ATTR_PROTOCOL"))
-            if protocol is None or attrs.get("IPVS_SVC_ATTR_AF") != socket.AF_INET:
+            if protocol is None or attrs.get("IPVS_SVC_ATTR_AF") != self.family.address_family:
                 continue
             scheduler = attrs.get("IPVS_SVC_ATTR_SCHED_NAME") or ""
             flags = (attrs.get("IPVS_SVC_ATTR_FLAGS") or {}).get("flags", 0) & MANAGED_FLAG_MASK
@@ -143,7 +163,7 @@ class Kernel:
                     attrs.get("IPVS_SVC_ATTR_ADDR"),
                     attrs.get("IPVS_SVC_ATTR_PORT"),
                     scheduler,
-                    attrs.get("IPVS_SVC_ATTR_TIMEOUT") if flags & 0x1 else 0,
+                    attrs.get("IPVS_SVC_ATTR_TIMEOUT") if flags & FLAG_PERSISTENT else 0,
                     sched_flag_names(scheduler, flags),
                 )
             )
@@ -160,9 +180,7 @@ class Kernel:
     def live_service(vs: VirtualServer, found: list[proctable.Destination]) -> LiveService:
         servers = tuple(sorted(RealServer(d.address, d.port, d.weight) for d in found))
         return LiveService(
-            VirtualServer(
-                vs.protocol, vs.address, vs.port, vs.scheduler, vs.persistence, vs.sched_flags, servers
-            ),
+            vs.with_real_servers(servers),
             {(d.address, d.port): d.connections for d in found},
             {(d.address, d.port): d.forward_method for d in found},
         )
@@ -179,18 +197,7 @@ class Kernel:
                 attrs.get("IPVS_DEST_ATTR_INACT_CONNS") or 0
             )
             methods[(address, port)] = attrs.get("IPVS_DEST_ATTR_FWD_METHOD")
-        full = VirtualServer(
-            vs.protocol,
-            vs.address,
-            vs.port,
-            vs.scheduler,
-            vs.persistence,
-            vs.sched_flags,
-            tuple(sorted(servers)),
-            vs.service,
-            vs.kind,
-        )
-        return LiveService(full, conns, methods)
+        return LiveService(vs.with_real_servers(tuple(sorted(servers))), conns, methods)
 
     def _request(self, what: str, call: Any, *args: Any, **kwargs: Any) -> None:
         try:
@@ -211,10 +218,10 @@ class Kernel:
             raise
 
     def service_add(self, vs: VirtualServer) -> None:
-        self._service_request(f"adding {vs.service_line()}", "add", vs)
+        self._service_request(f"adding {ipvsadm.add_service(vs)}", "add", vs)
 
     def service_set(self, vs: VirtualServer) -> None:
-        self._service_request(f"changing {vs.service_line()}", "set", vs)
+        self._service_request(f"changing {ipvsadm.add_service(vs)}", "set", vs)
 
     def service_del(self, vs: VirtualServer) -> None:
         self._request(
@@ -226,7 +233,7 @@ class Kernel:
 
     def dest_add(self, vs: VirtualServer, rs: RealServer) -> None:
         self._request(
-            f"adding {vs.real_server_line(rs)}",
+            f"adding {ipvsadm.add_real_server(vs, rs)}",
             self.ipvs().dest,
             "add",
             service=self._service_spec(vs, settings=False),
@@ -235,7 +242,7 @@ class Kernel:
 
     def dest_set(self, vs: VirtualServer, rs: RealServer) -> None:
         self._request(
-            f"changing {vs.real_server_line(rs)}",
+            f"changing {ipvsadm.add_real_server(vs, rs)}",
             self.ipvs().dest,
             "set",
             service=self._service_spec(vs, settings=False),
@@ -268,8 +275,8 @@ class Kernel:
 
     def addresses(self, index: int) -> set[str]:
         out = set()
-        for msg in self.iproute().addr("dump", index=index, family=socket.AF_INET):
-            if msg["index"] == index and msg["prefixlen"] == 32:
+        for msg in self.iproute().addr("dump", index=index, family=self.family.address_family):
+            if msg["index"] == index and msg["prefixlen"] == self.family.host_prefix:
                 out.add(msg.get("IFA_LOCAL") or msg.get("IFA_ADDRESS"))
         return out
 
@@ -289,23 +296,23 @@ class Kernel:
     def addr_add(self, name: str, address: str) -> None:
         index = self._need(name)
         self._request(
-            f"adding {address}/32 to {name}",
+            f"adding {host_address(address)} to {name}",
             self.iproute().addr,
             "add",
             index=index,
             address=address,
-            prefixlen=32,
+            prefixlen=self.family.host_prefix,
         )
 
     def addr_del(self, name: str, address: str) -> None:
         index = self._need(name)
         self._request(
-            f"removing {address}/32 from {name}",
+            f"removing {host_address(address)} from {name}",
             self.iproute().addr,
             "del",
             index=index,
             address=address,
-            prefixlen=32,
+            prefixlen=self.family.host_prefix,
         )
 
     def _need(self, name: str) -> int:

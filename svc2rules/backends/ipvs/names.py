@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from svc2rules.backends.owned_chains import OwnedChains
+from svc2rules.family import IPFamily
 from svc2rules.naming import ChainNames
+from svc2rules.syntax import ipset, xtables
 
 # IFNAMSIZ is 16 including the terminating NUL.
 DUMMY_INTERFACE = "svc2rules-ipvs0"
-IPSET_NAME_MAX = 31
-IPTABLES_CHAIN_MAX = 28
+IPSET_NAME_MAX = ipset.NAME_MAX
+IPTABLES_CHAIN_MAX = xtables.CHAIN_NAME_MAX
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,8 +32,12 @@ class IpvsNames:
         ChainNames(prefix)  # one validation rule for every backend's prefix
         return cls(prefix)
 
+    @property
+    def chain_prefix(self) -> str:
+        return f"{self.prefix}-IPVS-"
+
     def chain(self, suffix: str) -> str:
-        return f"{self.prefix}-IPVS-{suffix}"
+        return self.chain_prefix + suffix
 
     def set(self, suffix: str) -> str:
         return f"{self.prefix}-{suffix}"
@@ -83,7 +90,11 @@ class IpvsNames:
         return self.chain("APPLIED")
 
     def owns_chain(self, chain: str) -> bool:
-        return chain.startswith(f"{self.prefix}-IPVS-")
+        return chain.startswith(self.chain_prefix)
+
+    def owned_chains(self, family: IPFamily) -> OwnedChains:
+        """The companion chains of one family, as apply reads, compares and writes them."""
+        return OwnedChains(family, self.chain_prefix, self.applied, "the ipvs backend's iptables rules")
 
     # -- ipsets (kube-proxy's KUBE-* names in comments) -----------------------------------
 

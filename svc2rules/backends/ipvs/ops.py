@@ -2,18 +2,22 @@
 (and undone, in reverse, when a later step fails) by `execute`.
 
 Each step prints as the command a person would type for it (`ipvsadm`, `ip`, `ipset`,
-`iptables-restore`), so a dry run reads like a script.
+`iptables-restore`), spelt by that tool's writer, so a dry run reads like a script.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from svc2rules.backends.ipvs.model import RealServer, VirtualServer
+from svc2rules.backends.ipvs import sets
+from svc2rules.backends.owned_chains import OwnedChains
+from svc2rules.syntax import iproute, ipset, ipvsadm, xtables
+from svc2rules.syntax.ipvsadm import RealServer, VirtualServer
 
 # Phases in execution order (see reconcile.py for why).
 PREPARE, ADD, SWITCH, REMOVE, FINISH = "prepare", "add", "switch", "remove", "finish"
 PHASES = (PREPARE, ADD, SWITCH, REMOVE, FINISH)
+IPVSADM = "ipvsadm"
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +26,7 @@ class LinkAdd:
     phase: str = PREPARE
 
     def describe(self) -> str:
-        return f"ip link add {self.name} type dummy && ip link set {self.name} up"
+        return iproute.command_line(iproute.LinkAdd(self.name), iproute.LinkUp(self.name))
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +35,7 @@ class LinkUp:
     phase: str = PREPARE
 
     def describe(self) -> str:
-        return f"ip link set {self.name} up"
+        return iproute.command_line(iproute.LinkUp(self.name))
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +45,7 @@ class LinkDel:
     phase: str = REMOVE
 
     def describe(self) -> str:
-        return f"ip link del {self.name}"
+        return iproute.command_line(iproute.LinkDelete(self.name))
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +55,7 @@ class AddrAdd:
     phase: str = SWITCH
 
     def describe(self) -> str:
-        return f"ip address add {self.address}/32 dev {self.interface}"
+        return iproute.command_line(iproute.AddressAdd(self.interface, self.address))
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,32 +65,33 @@ class AddrDel:
     phase: str = REMOVE
 
     def describe(self) -> str:
-        return f"ip address del {self.address}/32 dev {self.interface}"
+        return iproute.command_line(iproute.AddressDelete(self.interface, self.address))
 
 
 @dataclass(frozen=True, slots=True)
 class IpsetRestore:
     """One `ipset restore -exist` batch; `undo` is the batch that takes it back."""
 
-    lines: tuple[str, ...]
-    undo: tuple[str, ...]
+    commands: tuple[ipset.Command, ...]
+    undo: tuple[ipset.Command, ...]
     phase: str = ADD
 
     def describe(self) -> str:
-        return "ipset restore -exist <<EOF\n" + "\n".join(self.lines) + "\nEOF"
+        return sets.describe(self.commands)
 
 
 @dataclass(frozen=True, slots=True)
 class IptablesRestore:
-    """One `iptables-restore --noflush` payload (atomic per table); `undo` restores what was."""
+    """One `--noflush` restore of our chains (atomic per table); `undo` restores what was."""
 
-    payload: str
-    undo: str
+    chains: OwnedChains
+    payload: tuple[xtables.Transaction, ...]
+    undo: tuple[xtables.Transaction, ...]
     what: str
     phase: str = ADD
 
     def describe(self) -> str:
-        return f"iptables-restore -w --noflush <<EOF   # {self.what}\n{self.payload.rstrip()}\nEOF"
+        return self.chains.describe(self.payload, self.what)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +100,7 @@ class ServiceAdd:
     phase: str = ADD
 
     def describe(self) -> str:
-        return f"ipvsadm {self.server.service_line()}"
+        return f"{IPVSADM} {ipvsadm.add_service(self.server)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +110,7 @@ class ServiceEdit:
     phase: str = ADD
 
     def describe(self) -> str:
-        return "ipvsadm " + self.server.service_line().replace("-A ", "-E ", 1)
+        return f"{IPVSADM} {ipvsadm.edit_service(self.server)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +119,7 @@ class ServiceDel:
     phase: str = REMOVE
 
     def describe(self) -> str:
-        return f"ipvsadm -D {self.server.target}"
+        return f"{IPVSADM} {ipvsadm.delete_service(self.server)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +129,7 @@ class DestAdd:
     phase: str = ADD
 
     def describe(self) -> str:
-        return f"ipvsadm {self.server.real_server_line(self.real)}"
+        return f"{IPVSADM} {ipvsadm.add_real_server(self.server, self.real)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +142,7 @@ class DestEdit:
     phase: str = ADD
 
     def describe(self) -> str:
-        return "ipvsadm " + self.server.real_server_line(self.real).replace("-a ", "-e ", 1)
+        return f"{IPVSADM} {ipvsadm.edit_real_server(self.server, self.real)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +152,7 @@ class DestDel:
     phase: str = REMOVE
 
     def describe(self) -> str:
-        return f"ipvsadm -d {self.server.target} -r {self.real.endpoint}"
+        return f"{IPVSADM} {ipvsadm.delete_real_server(self.server, self.real)}"
 
 
 Op = (

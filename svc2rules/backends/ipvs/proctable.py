@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from svc2rules.backends.ipvs.model import VirtualServer
+from svc2rules.syntax.ipvsadm import VirtualServer
 
 # thread-self, not self: /proc/self/net is the namespace of the process's main thread, and
 # apply may run in a thread moved into another network namespace.

@@ -24,14 +24,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from svc2rules.backends.ipvs import ops
+from svc2rules.backends.ipvs.build import hash_options
 from svc2rules.backends.ipvs.kernel import FWD_MASQ, LiveService
-from svc2rules.backends.ipvs.model import IpSet, IpvsRuleset, RealServer, VirtualServer
+from svc2rules.backends.ipvs.model import IpvsRuleset, Key
 from svc2rules.backends.ipvs.names import IpvsNames
-from svc2rules.backends.ipvs.sets import LiveSet, compatible, entry_key
-from svc2rules.backends.ipvs.tables import Snapshot, marker, rewrite
+from svc2rules.backends.ipvs.sets import compatible, spelled
+from svc2rules.backends.owned_chains import OwnedChains, Snapshot
 from svc2rules.errors import ApplyError
-
-Key = tuple[str, str, int]
+from svc2rules.syntax import ipset
+from svc2rules.syntax.ipset import Entry, IpSet
+from svc2rules.syntax.ipvsadm import RealServer, VirtualServer
 
 
 @dataclass
@@ -44,7 +46,7 @@ class Live:
     addresses: frozenset[str] = frozenset()
     services: dict[Key, LiveService] = field(default_factory=dict)  # ours, with real servers
     foreign: frozenset[Key] = frozenset()  # virtual servers that are not ours
-    sets: dict[str, LiveSet] = field(default_factory=dict)
+    sets: dict[str, IpSet] = field(default_factory=dict)
     tables: Snapshot = field(default_factory=Snapshot)
 
 
@@ -58,6 +60,10 @@ class Wanted:
     @property
     def sets(self) -> tuple[IpSet, ...]:
         return (*self.rules.ipsets, self.ledger)
+
+    @property
+    def chains(self) -> OwnedChains:
+        return self.names.owned_chains(self.rules.family)
 
 
 @dataclass
@@ -78,7 +84,7 @@ class Planned:
             f"addresses +{c['addr_add']} -{c['addr_del']}",
             f"ipset entries +{c['entry_add']} -{c['entry_del']}",
         ]
-        if c["iptables"]:
+        if c["companion"]:
             parts.append("companion iptables rules rewritten")
         return ", ".join(parts)
 
@@ -88,17 +94,25 @@ def drain_key(vs: VirtualServer, rs: RealServer) -> str:
 
 
 def ledger_entry(vs: VirtualServer) -> str:
-    return f"{vs.address},{vs.protocol}:{vs.port}"
+    return ipset.ip_port(vs.address, vs.protocol, vs.port)
+
+
+def ledger_key(entry: Entry) -> Key | None:
+    """The virtual server a ledger entry records."""
+    return ipset.read_ip_port(entry.element)
 
 
 def ledger_set(rules: IpvsRuleset, names: IpvsNames) -> IpSet:
-    entries = tuple(f'{ledger_entry(vs)} comment "{vs.service} {vs.kind}"' for vs in rules.virtual_servers)
+    entries = []
+    for vs in rules.virtual_servers:
+        owner = rules.owner(vs)
+        entries.append(Entry(ledger_entry(vs), f"{owner.service} {owner.kind}"))
     return IpSet(
         names.owned_virtual_servers,
         "hash:ip,port",
-        "family inet hashsize 1024 maxelem 65536 comment",
-        "virtual servers svc2rules apply created",
-        entries,
+        hash_options(rules.family),
+        tuple(entries),
+        description="virtual servers svc2rules apply created",
     )
 
 
@@ -112,15 +126,15 @@ def check_conflicts(live: Live, wanted: Wanted) -> None:
     for vs in wanted.rules.virtual_servers:
         if vs.key in live.foreign:
             raise ApplyError(
-                f"virtual server {vs.protocol} {vs.address}:{vs.port} ({vs.service}) already exists and is "
-                "not ours (another IPVS user, e.g. kube-proxy?); refusing to take it over"
+                f"virtual server {vs.protocol} {vs.address}:{vs.port} ({wanted.rules.owner(vs).service}) "
+                "already exists and is not ours (another IPVS user, e.g. kube-proxy?); refusing to take it over"
             )
     for wanted_set in wanted.sets:
         have = live.sets.get(wanted_set.name)
         if have is not None and not compatible(have, wanted_set):
             raise ApplyError(
-                f"ipset {wanted_set.name} exists as {have.kind} {' '.join(have.options)}, not "
-                f"{wanted_set.kind} {wanted_set.options}; remove it (svc2rules cleanup --backend ipvs)"
+                f"ipset {wanted_set.name} exists as {spelled(have)}, not {spelled(wanted_set)}; "
+                "remove it (svc2rules cleanup --backend ipvs)"
             )
 
 
@@ -139,7 +153,7 @@ def plan(live: Live, wanted: Wanted, draining: dict[str, float], now: float, gen
             "addr_del",
             "entry_add",
             "entry_del",
-            "iptables",
+            "companion",
         ),
         0,
     )
@@ -150,16 +164,17 @@ def plan(live: Live, wanted: Wanted, draining: dict[str, float], now: float, gen
     elif not live.dummy_up:
         out.append(ops.LinkUp(iface))
 
-    creates, destroys, adds, add_undo, dels, del_undo = _set_changes(live, wanted)
-    if creates:
-        out.append(ops.IpsetRestore(tuple(creates), tuple(destroys), ops.PREPARE))
-    if adds:
-        counts["entry_add"] = len(adds)
-        out.append(ops.IpsetRestore(tuple(adds), tuple(add_undo), ops.ADD))
-    if wanted.tables.comparable(wanted.names) != live.tables.comparable(wanted.names):
-        payload, undo = rewrite(wanted.rules, live.tables, wanted.names)
-        out.append(ops.IptablesRestore(payload, undo, "the companion rules", ops.ADD))
-        counts["iptables"] = 1
+    changes = _set_changes(live, wanted)
+    if changes.creates:
+        out.append(ops.IpsetRestore(tuple(changes.creates), tuple(changes.destroys), ops.PREPARE))
+    if changes.adds:
+        counts["entry_add"] = len(changes.adds)
+        out.append(ops.IpsetRestore(tuple(changes.adds), tuple(changes.add_undo), ops.ADD))
+    chains = wanted.chains
+    if chains.comparable(wanted.tables) != chains.comparable(live.tables):
+        payload, undo = chains.rewrite(chains.snapshot(wanted.rules.tables), live.tables)
+        out.append(ops.IptablesRestore(chains, tuple(payload), tuple(undo), "the companion rules", ops.ADD))
+        counts["companion"] = 1
 
     new_draining: dict[str, float] = {}
     removals: list[ops.Op] = []
@@ -195,9 +210,7 @@ def plan(live: Live, wanted: Wanted, draining: dict[str, float], now: float, gen
                 removals.append(ops.DestDel(vs, old))
                 counts["rs_del"] += 1
             elif old.weight != 0:
-                removals.append(
-                    ops.DestEdit(vs, RealServer(old.address, old.port, 0), old.weight, ops.REMOVE)
-                )
+                removals.append(ops.DestEdit(vs, old.with_weight(0), old.weight, ops.REMOVE))
                 new_draining[key] = now
                 counts["rs_edit"] += 1
             else:
@@ -218,39 +231,46 @@ def plan(live: Live, wanted: Wanted, draining: dict[str, float], now: float, gen
         if vs_key not in wanted_keys:
             out.append(ops.ServiceDel(have.server))
             counts["vs_del"] += 1
-    if dels:
-        counts["entry_del"] = len(dels)
-        out.append(ops.IpsetRestore(tuple(dels), tuple(del_undo), ops.REMOVE))
+    if changes.dels:
+        counts["entry_del"] = len(changes.dels)
+        out.append(ops.IpsetRestore(tuple(changes.dels), tuple(changes.del_undo), ops.REMOVE))
     if out:
-        payload, undo = marker(wanted.names, generation, live.tables)
-        out.append(ops.IptablesRestore(payload, undo, "the apply marker", ops.FINISH))
+        payload, undo = chains.mark(generation, live.tables)
+        out.append(ops.IptablesRestore(chains, tuple(payload), tuple(undo), "the apply marker", ops.FINISH))
     return Planned(ops.in_order(out), new_draining, counts)
 
 
-def _set_changes(
-    live: Live, wanted: Wanted
-) -> tuple[list[str], list[str], list[str], list[str], list[str], list[str]]:
-    creates: list[str] = []
-    destroys: list[str] = []
-    adds: list[str] = []
-    add_undo: list[str] = []
-    dels: list[str] = []
-    del_undo: list[str] = []
+@dataclass
+class _SetChanges:
+    """The ipset batches of an apply, each with its undo."""
+
+    creates: list[ipset.Command] = field(default_factory=list)
+    destroys: list[ipset.Command] = field(default_factory=list)
+    adds: list[ipset.Command] = field(default_factory=list)
+    add_undo: list[ipset.Command] = field(default_factory=list)
+    dels: list[ipset.Command] = field(default_factory=list)
+    del_undo: list[ipset.Command] = field(default_factory=list)
+
+
+def _set_changes(live: Live, wanted: Wanted) -> _SetChanges:
+    out = _SetChanges()
     for want in wanted.sets:
         have = live.sets.get(want.name)
         if have is None:
-            creates.append(want.create_line())
-            destroys.append(f"destroy {want.name}")
-        before = {entry_key(e): e for e in (have.entries if have else ())}
-        after = {entry_key(e): e for e in want.entries}
-        for key, entry in after.items():
-            old = before.get(key)
+            out.creates.append(ipset.Create(want.definition()))
+            out.destroys.append(ipset.Destroy(want.name))
+        before = {e.element: e for e in (have.entries if have else ())}
+        after = {e.element: e for e in want.entries}
+        for element, entry in after.items():
+            old = before.get(element)
             if old == entry:
                 continue
-            adds.append(f"add {want.name} {entry}")
-            add_undo.append(f"del {want.name} {key}" if old is None else f"add {want.name} {old}")
-        for key, entry in before.items():
-            if key not in after:
-                dels.append(f"del {want.name} {key}")
-                del_undo.append(f"add {want.name} {entry}")
-    return creates, destroys, adds, add_undo, dels, del_undo
+            out.adds.append(ipset.Add(want.name, entry))
+            out.add_undo.append(
+                ipset.Delete(want.name, element) if old is None else ipset.Add(want.name, old)
+            )
+        for element, entry in before.items():
+            if element not in after:
+                out.dels.append(ipset.Delete(want.name, element))
+                out.del_undo.append(ipset.Add(want.name, entry))
+    return out

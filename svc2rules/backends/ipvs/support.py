@@ -12,9 +12,9 @@ from collections.abc import Callable
 
 from svc2rules.errors import ApplyError
 from svc2rules.host.runner import which
+from svc2rules.syntax import ipset
 
 AUTO = "auto"
-FALLBACK = "iptables"
 
 
 def ipvs_unavailable() -> str | None:
@@ -30,7 +30,7 @@ def ipvs_unavailable() -> str | None:
         return f"cannot open the IPVS netlink socket: {exc}"
     finally:
         kernel.close()
-    if which("ipset") is None:
+    if which(ipset.RESTORE_ARGV[0]) is None:
         return "the ipset tool is not installed (the IPVS mode's iptables rules match on ipsets)"
     return None
 
@@ -40,4 +40,7 @@ def choose_auto(probe: Callable[[], str | None] = ipvs_unavailable) -> tuple[str
     reason = probe()
     if reason is None:
         return "ipvs", "backend auto: the kernel supports IPVS: using the ipvs backend"
-    return FALLBACK, f"backend auto: {reason}; falling back to the {FALLBACK} backend"
+    # kube-proxy's fallback; imported only when it is the one chosen.
+    from svc2rules.backends.iptables import BACKEND as FALLBACK
+
+    return FALLBACK.name, f"backend auto: {reason}; falling back to the {FALLBACK.name} backend"

@@ -18,10 +18,10 @@ from __future__ import annotations
 import ipaddress
 
 from svc2rules.backends import Artifact, ArtifactPart, RenderOptions
-from svc2rules.backends.iptables.rules import Jump, Table, comment
+from svc2rules.backends.iptables.names import ChainNames
 from svc2rules.family import IPFamily
 from svc2rules.ir import Plan, ServicePort
-from svc2rules.naming import ChainNames
+from svc2rules.syntax.xtables import Jump, Table, comment
 from svc2rules.templating import render_template
 from svc2rules.userspace.addressing import Addressing
 from svc2rules.userspace.layout import Layout, Pool, build_layout, proxied

@@ -7,10 +7,12 @@ from typing import Any
 
 from svc2rules.api import build_plan, render
 from svc2rules.backends.ipvs.build import build_ruleset
-from svc2rules.backends.ipvs.model import IpvsRuleset, VirtualServer
+from svc2rules.backends.ipvs.model import IpvsRuleset
 from svc2rules.config import ProxyConfig
+from svc2rules.family import IPFamily
 from svc2rules.ir import Plan
 from svc2rules.load import Source
+from svc2rules.syntax.ipvsadm import VirtualServer
 from tests.options import render_options
 
 CONFIG = ProxyConfig(node_name="node1", node_ips=("192.168.0.2",), cluster_cidrs=("10.0.0.0/8",))
@@ -65,7 +67,7 @@ def plan_of(objects: list[dict[str, Any]], config: ProxyConfig = CONFIG) -> Plan
 
 
 def ruleset(objects: list[dict[str, Any]], config: ProxyConfig = CONFIG, **options: Any) -> IpvsRuleset:
-    return build_ruleset(plan_of(objects, config), render_options("ipvs", **options))
+    return build_ruleset(plan_of(objects, config), render_options("ipvs", **options), IPFamily.IPv4)
 
 
 def text(objects: list[dict[str, Any]], config: ProxyConfig = CONFIG, **options: Any) -> str:
@@ -89,7 +91,13 @@ def real(vs: VirtualServer) -> list[str]:
 def entries(rules: IpvsRuleset, set_suffix: str) -> list[str]:
     """Entries of one set, without their comments."""
     (found,) = [s for s in rules.ipsets if s.name == f"SVC2R-{set_suffix}"]
-    return [e.split(" comment ")[0] for e in found.entries]
+    return [e.element for e in found.entries]
+
+
+def chains(rules: IpvsRuleset, table: str) -> dict[str, list[str]]:
+    """The companion rules of one table, chain -> specs."""
+    (found,) = [t for t in rules.tables if t.name == table]
+    return found.rules_by_chain()
 
 
 def section(compiled: str, name: str) -> str:

@@ -12,10 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from svc2rules.backends.ipvs import sets, tables
+from svc2rules.backends.ipvs import sets
 from svc2rules.backends.ipvs.names import IpvsNames
 from svc2rules.backends.ipvs.reconcile import Live, Wanted, ledger_set, plan
+from svc2rules.family import IPFamily
 from svc2rules.host.runner import Runner
+from svc2rules.syntax import xtables
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
@@ -25,6 +27,7 @@ from tests.backends.ipvs.test_host import OBJECTS
 
 def main() -> None:
     names = IpvsNames("SVC2R")
+    chains = names.owned_chains(IPFamily.IPv4)
     runner = Runner()
     compiled = text(OBJECTS)
     rules = ruleset(OBJECTS)
@@ -38,8 +41,8 @@ def main() -> None:
         )
         out[f"{name}_rc"] = proc.returncode
         out[f"{name}_err"] = proc.stderr
-    spelled = tables.kernel_spelling(runner, rules, names)
-    live_tables = tables.read_live(runner, names)
+    spelled = chains.kernel_spelling(runner, rules.tables, rules.ipsets)
+    live_tables = chains.read_live(runner)
     ledger = ledger_set(rules, names)
     wanted = Wanted(rules, names, ledger, spelled)
     live = Live(
@@ -51,16 +54,16 @@ def main() -> None:
         tables=live_tables,
     )
     planned = plan(live, wanted, {}, 0.0, "g")
-    out["tables_match"] = spelled.comparable(names) == live_tables.comparable(names)
+    out["tables_match"] = chains.comparable(spelled) == chains.comparable(live_tables)
     out["steps"] = [type(op).__name__ + ": " + op.describe().splitlines()[0] for op in planned.ops]
     out["ipset_steps"] = [op.describe() for op in planned.ops if type(op).__name__ == "IpsetRestore"]
     # The cleanup payload removes every chain and jump of ours, and only those.
-    removal = tables.removal(live_tables)
+    removal = xtables.write(chains.removal(live_tables))
     proc = subprocess.run(
         ["iptables-restore", "-w", "--noflush"], input=removal, capture_output=True, text=True, check=False
     )
     out["removal_rc"] = proc.returncode
-    after = tables.read_live(runner, names)
+    after = chains.read_live(runner)
     out["left_after_removal"] = {t: list(c) for t, c in after.chains.items()} | {"jumps": after.jumps}
     print(json.dumps(out))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from svc2rules.backends.ipvs import proctable
-from svc2rules.backends.ipvs.model import RealServer, VirtualServer
+from svc2rules.syntax.ipvsadm import RealServer, VirtualServer
 
 # Captured in the test VM (ipvsadm -A ... -s mh -b mh-port -p 600, HZ=250).
 TABLE = """\

@@ -10,12 +10,15 @@ import pytest
 
 from svc2rules.backends.ipvs import ops
 from svc2rules.backends.ipvs.kernel import LiveService
-from svc2rules.backends.ipvs.model import IpvsRuleset, RealServer, VirtualServer
+from svc2rules.backends.ipvs.model import IpvsRuleset
 from svc2rules.backends.ipvs.names import IpvsNames
 from svc2rules.backends.ipvs.reconcile import Live, Planned, Wanted, drain_key, ledger_set, plan
-from svc2rules.backends.ipvs.sets import LiveSet
-from svc2rules.backends.ipvs.tables import Snapshot
+from svc2rules.backends.owned_chains import Snapshot
 from svc2rules.errors import ApplyError
+from svc2rules.family import IPFamily
+from svc2rules.syntax import xtables
+from svc2rules.syntax.ipset import IpSet, SetOptions
+from svc2rules.syntax.ipvsadm import RealServer, VirtualServer
 
 from .helpers import ruleset, service, slice_
 
@@ -25,7 +28,8 @@ NOW = 1000.0
 
 def wanted_for(rules: IpvsRuleset) -> Wanted:
     # The companion rules' kernel spelling is taken to be their own spelling here.
-    return Wanted(rules, NAMES, ledger_set(rules, NAMES), Snapshot(dict(rules.tables), dict(rules.jumps)))
+    spelled = NAMES.owned_chains(IPFamily.IPv4).snapshot(rules.tables)
+    return Wanted(rules, NAMES, ledger_set(rules, NAMES), spelled)
 
 
 def live_like(wanted: Wanted, *, conns: int = 0) -> Live:
@@ -34,7 +38,7 @@ def live_like(wanted: Wanted, *, conns: int = 0) -> Live:
         vs.key: LiveService(vs, {(rs.address, rs.port): conns for rs in vs.real_servers})
         for vs in wanted.rules.virtual_servers
     }
-    sets = {s.name: LiveSet(s.name, s.kind, tuple(s.options.split()), s.entries) for s in wanted.sets}
+    sets = {s.name: s for s in wanted.sets}
     return Live(
         dummy_index=7,
         dummy_up=True,
@@ -95,7 +99,7 @@ def test_a_removed_endpoint_without_connections_is_deleted_after_the_additions()
     assert described(planned) == [
         "ipvsadm -a -t 172.30.0.10:80 -r 10.180.0.2:8080 -m -w 1",
         "ipvsadm -d -t 172.30.0.10:80 -r 10.180.0.1:8080",
-        "iptables-restore -w --noflush <<EOF   # the apply marker",
+        "iptables-restore -w 5 --noflush <<EOF   # the apply marker",
     ]
     assert planned.draining == {}
 
@@ -180,7 +184,7 @@ def test_an_interface_of_that_name_that_is_not_a_dummy_is_refused() -> None:
 def test_an_ipset_of_ours_with_another_type_is_refused() -> None:
     wanted = wanted_for(web())
     live = live_like(wanted)
-    live.sets["SVC2R-CLUSTER-IP"] = LiveSet("SVC2R-CLUSTER-IP", "hash:ip", ("family", "inet"), ())
+    live.sets["SVC2R-CLUSTER-IP"] = IpSet("SVC2R-CLUSTER-IP", "hash:ip", SetOptions(family=IPFamily.IPv4))
     with pytest.raises(ApplyError, match="ipset SVC2R-CLUSTER-IP exists as hash:ip"):
         plan(live, wanted, {}, NOW, "g1")
 
@@ -192,5 +196,7 @@ def test_drifted_companion_rules_are_rewritten_with_an_undo() -> None:
     planned = plan(live, wanted, {}, NOW, "g2")
     rewrite = planned.ops[0]
     assert isinstance(rewrite, ops.IptablesRestore)
-    assert ":SVC2R-IPVS-SERVICES - [0:0]" in rewrite.payload
-    assert "-X SVC2R-IPVS-SERVICES" in rewrite.undo  # the chain did not exist before
+    nat = next(section for section in rewrite.payload if section.table == "nat")
+    assert xtables.DeclareChain("SVC2R-IPVS-SERVICES") in nat.commands
+    undo = next(section for section in rewrite.undo if section.table == "nat")
+    assert xtables.DeleteChain("SVC2R-IPVS-SERVICES") in undo.commands  # the chain did not exist before

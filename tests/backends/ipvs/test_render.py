@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from svc2rules.api import render
 from svc2rules.backends.ipvs.names import DUMMY_INTERFACE, IPSET_NAME_MAX, IPTABLES_CHAIN_MAX, IpvsNames
 from svc2rules.config import ProxyConfig
 from svc2rules.errors import UsageError
 from svc2rules.naming import ChainNames
+from svc2rules.syntax import ipvsadm
+from tests.options import render_options
 
-from .helpers import CONFIG, entries, real, ruleset, section, servers, service, slice_, text
+from .helpers import CONFIG, chains, entries, plan_of, real, ruleset, section, servers, service, slice_, text
 
 WEB = [
     service("web", "172.30.0.10"),
@@ -20,8 +23,8 @@ WEB = [
 def test_a_clusterip_is_a_bound_virtual_server_with_masqueraded_weight_1_real_servers() -> None:
     rules = ruleset(WEB)
     (vs,) = rules.virtual_servers
-    assert vs.service_line() == "-A -t 172.30.0.10:80 -s rr"
-    assert [vs.real_server_line(rs) for rs in vs.real_servers] == [
+    assert ipvsadm.add_service(vs) == "-A -t 172.30.0.10:80 -s rr"
+    assert [ipvsadm.add_real_server(vs, rs) for rs in vs.real_servers] == [
         "-a -t 172.30.0.10:80 -r 10.180.0.1:8080 -m -w 1",
         "-a -t 172.30.0.10:80 -r 10.180.0.2:8080 -m -w 1",
     ]
@@ -40,7 +43,7 @@ def test_client_ip_affinity_is_persistence_with_its_timeout() -> None:
         ),
         WEB[1],
     ]
-    assert servers(objs)["tcp 172.30.0.10:80"].service_line() == "-A -t 172.30.0.10:80 -s rr -p 600"
+    assert ipvsadm.add_service(servers(objs)["tcp 172.30.0.10:80"]) == "-A -t 172.30.0.10:80 -s rr -p 600"
     objs[0]["spec"].pop("sessionAffinityConfig")
     assert servers(objs)["tcp 172.30.0.10:80"].persistence == 10800  # the API's default
 
@@ -57,7 +60,7 @@ def test_scheduler_flag_beats_the_config_file_and_the_annotation_beats_both() ->
 
 def test_mh_gets_the_source_port_hashing_flag_kube_proxy_sets() -> None:
     vs = servers(WEB, extra={"ipvs_scheduler": "mh"})["tcp 172.30.0.10:80"]
-    assert vs.service_line() == "-A -t 172.30.0.10:80 -s mh -b mh-port"
+    assert ipvsadm.add_service(vs) == "-A -t 172.30.0.10:80 -s mh -b mh-port"
     assert servers(WEB, extra={"ipvs_scheduler": "sh"})["tcp 172.30.0.10:80"].sched_flags == ()
 
 
@@ -76,7 +79,7 @@ def test_protocols_are_spelled_as_ipvsadm_save_spells_them() -> None:
         service("u", "172.30.0.1", port=53, target=53, protocol="UDP"),
         service("s", "172.30.0.2", port=9, target=9, protocol="SCTP"),
     ]
-    lines = sorted(vs.service_line() for vs in ruleset(objs).virtual_servers)
+    lines = sorted(ipvsadm.add_service(vs) for vs in ruleset(objs).virtual_servers)
     assert lines == ["-A --sctp-service 172.30.0.2:9 -s rr", "-A -u 172.30.0.1:53 -s rr"]
 
 
@@ -208,7 +211,7 @@ def test_load_balancer_source_ranges_fill_the_firewall_sets() -> None:
     ]
     # The node's IP is in no range: the node may not reach the VIP (it would come from the VIP).
     assert entries(rules, "LB-SOURCE-IP") == []
-    out = rules.tables["filter"]["SVC2R-IPVS-OUT-FILTER"]
+    out = chains(rules, "filter")["SVC2R-IPVS-OUT-FILTER"]
     assert out == [
         '-m comment --comment "ns1/lb:p loadbalancer IP, source ranges exclude the node" '
         "-s 1.2.3.4 -m ipvs --vaddr 1.2.3.4 --vproto tcp --vport 80 -j DROP"
@@ -216,7 +219,7 @@ def test_load_balancer_source_ranges_fill_the_firewall_sets() -> None:
     lb["spec"]["loadBalancerSourceRanges"] = ["192.168.0.0/24"]
     rules = ruleset([lb])
     assert entries(rules, "LB-SOURCE-IP") == ["1.2.3.4,tcp:80,1.2.3.4"]
-    assert rules.tables["filter"]["SVC2R-IPVS-OUT-FILTER"] == []
+    assert chains(rules, "filter")["SVC2R-IPVS-OUT-FILTER"] == []
 
 
 @pytest.mark.parametrize(
@@ -236,17 +239,17 @@ def test_load_balancer_source_ranges_fill_the_firewall_sets() -> None:
 )
 def test_clusterip_masquerade_rule(config: ProxyConfig, rule: str) -> None:
     rules = ruleset(WEB, config, comments="never")
-    assert rule in rules.tables["nat"]["SVC2R-IPVS-SERVICES"]
+    assert rule in chains(rules, "nat")["SVC2R-IPVS-SERVICES"]
 
 
 def test_the_companion_rules_do_not_depend_on_the_services() -> None:
     """A Service change is an ipset/IPVS change, never an iptables one (see companion.py)."""
-    assert ruleset(WEB).iptables == ruleset([]).iptables
+    assert ruleset(WEB).tables == ruleset([]).tables
 
 
 def test_the_masquerade_mark_follows_the_config() -> None:
     rules = ruleset(WEB, CONFIG.model_copy(update={"masquerade_bit": 15}))
-    assert "-j MARK --or-mark 0x8000" in rules.tables["nat"]["SVC2R-IPVS-MARK-MASQ"]
+    assert "-j MARK --or-mark 0x8000" in chains(rules, "nat")["SVC2R-IPVS-MARK-MASQ"]
 
 
 def test_names_fit_the_kernel_limits_and_never_collide_with_the_iptables_backend() -> None:
@@ -254,7 +257,7 @@ def test_names_fit_the_kernel_limits_and_never_collide_with_the_iptables_backend
         rules = ruleset(WEB, chain_prefix=prefix)
         assert all(len(s.name) <= IPSET_NAME_MAX for s in rules.ipsets)
         assert len(IpvsNames(prefix).owned_virtual_servers) <= IPSET_NAME_MAX
-        ours = {c for chains in rules.tables.values() for c in chains} | {IpvsNames(prefix).applied}
+        ours = {c for table in rules.tables for c in table.chains} | {IpvsNames(prefix).applied}
         assert all(len(c) <= IPTABLES_CHAIN_MAX for c in ours)
         iptables = ChainNames(prefix)
         theirs = {v for v in vars(iptables).values() if isinstance(v, str) and v != prefix}
@@ -297,12 +300,14 @@ def test_a_virtual_server_claimed_twice_keeps_the_first_and_warns() -> None:
         service("b", "172.30.0.11", externalIPs=["192.168.99.1"]),
     ]
     rules = ruleset(objs)
-    assert [vs.service for vs in rules.virtual_servers if vs.address == "192.168.99.1"] == ["ns1/a:p"]
+    assert [rules.owner(vs).service for vs in rules.virtual_servers if vs.address == "192.168.99.1"] == [
+        "ns1/a:p"
+    ]
     assert any("also a virtual server of ns1/a:p" in w for w in rules.warnings)
 
 
 def test_ipv6_service_ports_are_left_out_with_a_warning() -> None:
     objs = [service("v6", "fd00::10", ipFamilies=["IPv6"], clusterIPs=["fd00::10"])]
-    rules = ruleset(objs)
-    assert rules.virtual_servers == ()
-    assert any("IPv6" in w for w in rules.warnings)
+    assert ruleset(objs).virtual_servers == ()
+    artifact = render(plan_of(objs), "ipvs", render_options("ipvs"))
+    assert artifact.warnings == ("1 IPv6 service port(s) not rendered: the ipvs backend is IPv4 only",)
