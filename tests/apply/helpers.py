@@ -134,10 +134,10 @@ class Host:
         proc = self.run(["nft", "list", "table", "ip", table], check=False)
         if proc.returncode != 0:
             return ""
-        from svc2rules.backends import RenderOptions
-        from svc2rules.backends.nftables.apply import NftablesApplier
+        from svc2rules.backends.nftables.model import MARKER_SET
+        from svc2rules.syntax.nftables import normalised
 
-        return NftablesApplier(RenderOptions(table=table))._owned(proc.stdout)
+        return normalised(proc.stdout, skip=(MARKER_SET,))
 
     def ours(self, backend: str) -> str:
         return self.ours_iptables() if backend == "iptables" else self.ours_nft()

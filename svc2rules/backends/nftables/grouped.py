@@ -6,13 +6,13 @@ every per-Service fact is a map or set *element*; the chains only express the ha
 kube-proxy has, once:
 
 * `services` (nat prerouting/output) dispatches the first packet with one verdict-map lookup keyed
-  `ip daddr . meta l4proto . th dport` (`service-ips`), then NodePorts keyed `meta l4proto . th dport`
+  `daddr . meta l4proto . th dport` (`service-ips`), then NodePorts keyed `meta l4proto . th dport`
   on node addresses (`service-nodeports`). Each element jumps to one *kind* chain: `cluster-ip`,
   `external`, `external-local` (eTP Local), `firewall`/`firewall-local` (loadBalancerSourceRanges),
   `nodeport`, `nodeport-local`. A kind chain marks for masquerade as kube-proxy's SVC/EXT chains do,
   then picks the endpoint pool of its frontend through a second verdict map (`*-pools`).
 * Endpoint pools are grouped by size N: chain `<space>-pool-N` does one
-  `dnat ip to <frontend> . numgen random mod N map @<space>-endpoints-N`, so N endpoints are
+  `dnat to <frontend> . numgen random mod N map @<space>-endpoints-N`, so N endpoints are
   picked uniformly (kube-proxy's 1/(n-i) chain). Spaces: `service` (frontend = address . proto .
   port), `nodeport` (frontend = proto . port), and their `-shortcut` twins holding the Cluster
   endpoints that pods and the node itself use for eTP Local frontends.
@@ -35,13 +35,12 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from svc2rules.backends.nftables.objects import Chain, Collection, Hook, Table
-from svc2rules.backends.nftables.text import ip_key, quote_comment
+from svc2rules.backends.nftables.objects import Collection
+from svc2rules.family import IPFamily
 from svc2rules.ir import Endpoint, Plan, ServicePort
+from svc2rules.syntax.nftables import Chain, Hook, Map, Set, Spelling, Table, spelling
 
-FRONTEND = "ipv4_addr . inet_proto . inet_service"
 NODEPORT = "inet_proto . inet_service"
-FRONTEND_EXPR = "ip daddr . meta l4proto . th dport"
 NODEPORT_EXPR = "meta l4proto . th dport"
 # nft 1.0.6 only types `ct original proto-dst` (and so accepts it in a concatenation) once the rule
 # has established which transport protocols it deals with.
@@ -54,16 +53,16 @@ CLAIM_COLLECTIONS = ("service-ips", "service-nodeports")
 # Priorities, the same as the iptables tables kube-proxy's iptables mode uses, so every verdict sees
 # the packet exactly as there: nat at dstnat/srcnat, filter at 0 (after DNAT: REJECT/DROP rules match
 # untranslated destinations only, as iptables' filter rules do).
-NAT_PREROUTING = Hook("nat", "prerouting", -100, "dstnat: iptables' nat PREROUTING, after conntrack")
-NAT_OUTPUT = Hook("nat", "output", -100, "dstnat: iptables' nat OUTPUT, for node-originated traffic")
-NAT_POSTROUTING = Hook("nat", "postrouting", 100, "srcnat: iptables' nat POSTROUTING, masquerade")
-FILTER_INPUT = Hook("filter", "input", 0, "iptables' filter INPUT: after DNAT")
-FILTER_FORWARD = Hook("filter", "forward", 0, "iptables' filter FORWARD: after DNAT")
-FILTER_OUTPUT = Hook("filter", "output", 0, "iptables' filter OUTPUT: after nat OUTPUT (-100)")
+NAT_PREROUTING = Hook("nat", "prerouting", -100, note="dstnat: iptables' nat PREROUTING, after conntrack")
+NAT_OUTPUT = Hook("nat", "output", -100, note="dstnat: iptables' nat OUTPUT, for node-originated traffic")
+NAT_POSTROUTING = Hook("nat", "postrouting", 100, note="srcnat: iptables' nat POSTROUTING, masquerade")
+FILTER_INPUT = Hook("filter", "input", 0, note="iptables' filter INPUT: after DNAT")
+FILTER_FORWARD = Hook("filter", "forward", 0, note="iptables' filter FORWARD: after DNAT")
+FILTER_OUTPUT = Hook("filter", "output", 0, note="iptables' filter OUTPUT: after nat OUTPUT (-100)")
 AFFINITY_PREROUTING = Hook(
-    "filter", "prerouting", -99, "dstnat+1: sees the DNATed first packet, records the chosen endpoint"
+    "filter", "prerouting", -99, note="dstnat+1: sees the DNATed first packet, records the chosen endpoint"
 )
-AFFINITY_OUTPUT = Hook("filter", "output", -99, "dstnat+1: same, for node-originated connections")
+AFFINITY_OUTPUT = Hook("filter", "output", -99, note="dstnat+1: same, for node-originated connections")
 
 
 @dataclass
@@ -78,15 +77,17 @@ class _Space:
     key_type: str
     pool_key_expr: str  # the frontend without its protocol
     selector: Collection
+    nft: Spelling
     maps: dict[tuple[str, int], Collection] = field(default_factory=dict)
 
     def pool(self, proto: str, n: int) -> Collection:
         if (proto, n) not in self.maps:
             self.maps[proto, n] = Collection(
-                "map",
-                f"{self.name}-{proto}-endpoints-{n}",
-                (f"typeof {self.pool_key_expr} . numgen random mod {n} : ip daddr . th dport",),
-                f"{self.name} {proto} frontends with {n} endpoint(s): frontend . index -> endpoint",
+                Map(
+                    f"{self.name}-{proto}-endpoints-{n}",
+                    typeof=f"{self.pool_key_expr} . numgen random mod {n} : {self.nft.daddr} . th dport",
+                    comment=f"{self.name} {proto} frontends with {n} endpoint(s): frontend . index -> endpoint",
+                )
             )
         return self.maps[proto, n]
 
@@ -101,7 +102,7 @@ class _Space:
         for proto, n in sorted(self.maps, key=_pool_order):
             chain = Chain(self.chain_name(proto, n), f"pick one of {n} endpoint(s) uniformly")
             chain.add(
-                f"meta l4proto {proto} dnat ip to {self.pool_key_expr} . numgen random mod {n}"
+                f"meta l4proto {proto} {self.nft.dnat_to} {self.pool_key_expr} . numgen random mod {n}"
                 f" map @{self.maps[proto, n].name}"
             )
             out.append(chain)
@@ -118,14 +119,15 @@ class LayoutObserver(Protocol):
     def port(self, sp: ServicePort | None) -> None:
         """The elements that follow are this service port's (None: the fixed part's)."""
 
-    def element(self, collection: str, key: str, text: str) -> None:
+    def element(self, collection: str, key: str, value: str | None, comment: str) -> None:
         """An element was offered to a collection, whether or not its key was new. Pool maps
         are not reported: their keys extend a claimed key (CLAIM_COLLECTIONS), so they are
         new whenever the claim succeeded."""
 
 
 class GroupedLayout:
-    """Plan (IPv4 service ports) -> Table, with a number of objects independent of the Services."""
+    """Plan (one family's service ports) -> Table, with a number of objects independent of the
+    Services."""
 
     def __init__(
         self,
@@ -139,88 +141,92 @@ class GroupedLayout:
         observer: LayoutObserver | None = None,
     ) -> None:
         config = plan.config
+        family = table.family
+        self.nft = nft = spelling(family)
         self.observer = observer
         self.ports = ports
         self.table = table
         self.element_comments = element_comments
         self.rule_comments = rule_comments
         self.hooks = hooks
-        self.cluster_cidr = config.cluster_cidr("IPv4")
+        self.cluster_cidr = config.cluster_cidr(family)
         self.masquerade_all = config.masquerade_all
         self.mark = config.masquerade_mark
-        self.node_ip = config.node_ip("IPv4")
-        self.node_port_ips = config.node_port_ips("IPv4")
+        self.node_ip = config.node_ip(family)
+        self.node_port_ips = config.node_port_ips(family)
         self.tcp_be_liberal = config.conntrack_tcp_be_liberal
         self.affinity = any(sp.affinity_timeout for sp in ports)
         self.warnings: list[str] = []
 
+        frontend = self.frontend = f"{nft.addr_type} . inet_proto . inet_service"
+        self.frontend_expr = f"{nft.daddr} . meta l4proto . th dport"
+
         def vmap(name: str, key: str, text: str) -> Collection:
-            return Collection("map", name, (f"type {key} : verdict",), text)
+            return Collection(Map(name, type=f"{key} : verdict", comment=text))
 
         self.service_ips = vmap(
-            "service-ips", FRONTEND, "ClusterIP, external IP and load-balancer IP dispatch"
+            "service-ips", frontend, "ClusterIP, external IP and load-balancer IP dispatch"
         )
         self.service_nodeports = vmap("service-nodeports", NODEPORT, "NodePort dispatch")
         self.no_endpoint_cluster_ips = vmap(
-            "no-endpoint-cluster-ips", FRONTEND, "ClusterIPs without usable endpoints: reject or drop"
+            "no-endpoint-cluster-ips", frontend, "ClusterIPs without usable endpoints: reject or drop"
         )
         self.no_endpoint_external_ips = vmap(
-            "no-endpoint-external-ips", FRONTEND, "external and load-balancer IPs without usable endpoints"
+            "no-endpoint-external-ips", frontend, "external and load-balancer IPs without usable endpoints"
         )
         self.no_endpoint_nodeports = vmap(
             "no-endpoint-nodeports", NODEPORT, "NodePorts without usable endpoints: reject or drop"
         )
+        address = nft.addr_type
         self.firewall_ips = Collection(
-            "set", "firewall-ips", (f"type {FRONTEND}",), "load-balancer IPs with loadBalancerSourceRanges"
+            Set("firewall-ips", type=frontend, comment="load-balancer IPs with loadBalancerSourceRanges")
         )
         self.firewall_allow = Collection(
-            "set",
-            "firewall-allow",
-            (f"type {FRONTEND} . ipv4_addr", "flags interval"),
-            "load-balancer IP . proto . port . allowed source range",
+            Set(
+                "firewall-allow",
+                type=f"{frontend} . {address}",
+                flags=("interval",),
+                comment="load-balancer IP . proto . port . allowed source range",
+            )
         )
         self.hairpin = Collection(
-            "set",
-            "hairpin",
-            ("type ipv4_addr . ipv4_addr",),
-            "endpoint . endpoint: masquerade hairpin traffic",
+            Set(
+                "hairpin",
+                type=f"{address} . {address}",
+                comment="endpoint . endpoint: masquerade hairpin traffic",
+            ),
             # Shared by every Service that uses the endpoint: ordered by address, not by Service.
             sort=True,
         )
         self.nodeport_ips = Collection(
-            "set", "nodeport-ips", ("type ipv4_addr",), "nodePortAddresses", sort=True
+            Set("nodeport-ips", type=address, comment="nodePortAddresses"), sort=True
         )
         self.affinity_map = Collection(
-            "map",
-            "affinity",
-            (
-                f"type ipv4_addr . {FRONTEND} : ipv4_addr . inet_service",
-                "flags dynamic, timeout",
-                f"size {AFFINITY_MAP_SIZE}",
-            ),
-            "sessionAffinity ClientIP: client . frontend -> endpoint",
+            Map(
+                "affinity",
+                type=f"{address} . {frontend} : {address} . inet_service",
+                flags=("dynamic", "timeout"),
+                size=AFFINITY_MAP_SIZE,
+                comment="sessionAffinity ClientIP: client . frontend -> endpoint",
+            )
         )
         self.affinity_services = vmap(
             "affinity-services",
-            f"{FRONTEND} . ipv4_addr . inet_service",
+            f"{frontend} . {address} . inet_service",
             "frontend . endpoint of ClientIP-affinity services -> timeout chain",
         )
         self.affinity_nodeports = vmap(
             "affinity-nodeports",
-            f"{NODEPORT} . ipv4_addr . inet_service",
+            f"{NODEPORT} . {address} . inet_service",
             "NodePort . endpoint of ClientIP-affinity services -> timeout chain",
         )
         self.affinity_timeouts: set[int] = set()
+        pool_key = f"{nft.daddr} . th dport"
         self.spaces = {
-            name: _Space(name, key_type, pool_key, vmap(f"{name}-pools", key_type, text))
-            for name, key_type, pool_key, text in (
-                ("service", FRONTEND, "ip daddr . th dport", "frontend -> its endpoint pool"),
-                (
-                    "service-shortcut",
-                    FRONTEND,
-                    "ip daddr . th dport",
-                    "eTP Local frontend -> Cluster endpoints",
-                ),
+            name: _Space(name, key_type, pool_key_expr, vmap(f"{name}-pools", key_type, text), nft)
+            for name, key_type, pool_key_expr, text in (
+                ("service", frontend, pool_key, "frontend -> its endpoint pool"),
+                ("service-shortcut", frontend, pool_key, "eTP Local frontend -> Cluster endpoints"),
                 ("nodeport", NODEPORT, "th dport", "NodePort -> its endpoint pool"),
                 ("nodeport-shortcut", NODEPORT, "th dport", "eTP Local NodePort -> Cluster endpoints"),
             )
@@ -306,8 +312,9 @@ class GroupedLayout:
             if not sp.has_external_endpoints:
                 self.no_endpoint_nodeports.add(np_key, no_endpoints, comment)
 
+        sort_key = self.nft.sort_key
         for ep in sp.reachable_endpoints:
-            self.hairpin.add(f"{ep.ip} . {ep.ip}", sort_key=ip_key(ep.ip))
+            self.hairpin.add(f"{ep.ip} . {ep.ip}", sort_key=sort_key(ep.ip))
 
     def _external_pools(self, space: str, key: str, pool_key: str, sp: ServicePort) -> None:
         if sp.has_external_endpoints:
@@ -335,8 +342,9 @@ class GroupedLayout:
         space.selector.add(key, f"goto {space.chain_name(proto, n)}", comment)
         pool = space.pool(proto, n)
         # Keys are new: `key` was claimed once in its dispatch map, and each space has its own maps.
-        tail = f" comment {quote_comment(comment)} : " if comment else " : "
-        pool.extend_unique([f"{pool_key} . {i}{tail}{ep.ip} . {ep.port}" for i, ep in enumerate(endpoints)])
+        pool.extend_unique(
+            [(f"{pool_key} . {i}", f"{ep.ip} . {ep.port}", comment) for i, ep in enumerate(endpoints)]
+        )
         if sp.affinity_timeout:
             timeout = sp.affinity_timeout
             self.affinity_timeouts.add(timeout)
@@ -344,15 +352,22 @@ class GroupedLayout:
             for ep in endpoints:
                 record.add(f"{key} . {ep.ip} . {ep.port}", f"goto affinity-record-{timeout}", comment)
 
-    def _firewall(self, sp: ServicePort, key: str) -> None:
+    def _allowed_sources(self, sp: ServicePort) -> list[ipaddress.IPv4Network] | list[ipaddress.IPv6Network]:
+        """The source ranges of the table's family, merged as iptables' rule list would match them
+        (interval elements of one key must not overlap)."""
         ranges = [ipaddress.ip_network(r, strict=False) for r in sp.source_ranges]
         if self.node_ip is not None and any(ipaddress.ip_address(self.node_ip) in r for r in ranges):
             # A VIP-like load balancer routes node-to-VIP traffic back with the VIP as source.
             ranges += [ipaddress.ip_network(ip) for ip in sp.load_balancer_ips]
-        v4 = [r for r in ranges if isinstance(r, ipaddress.IPv4Network)]
-        # Interval elements of one key must not overlap: merge them as iptables' rule list would match.
-        for net in ipaddress.collapse_addresses(v4):
-            text = str(net) if net.prefixlen < 32 else str(net.network_address)
+        if self.nft.family is IPFamily.IPv6:
+            return list(
+                ipaddress.collapse_addresses(r for r in ranges if isinstance(r, ipaddress.IPv6Network))
+            )
+        return list(ipaddress.collapse_addresses(r for r in ranges if isinstance(r, ipaddress.IPv4Network)))
+
+    def _firewall(self, sp: ServicePort, key: str) -> None:
+        for net in self._allowed_sources(sp):
+            text = self.nft.interval(str(net.network_address), net.prefixlen)
             self.firewall_allow.add(f"{key} . {text}", None, self._comment(sp))
 
     # -- fixed part ------------------------------------------------------------------------------
@@ -368,9 +383,9 @@ class GroupedLayout:
         if self.node_port_ips:
             for ip in self.node_port_ips:
                 if not ipaddress.ip_address(ip).is_loopback:
-                    self.nodeport_ips.add(ip, sort_key=ip_key(ip))
+                    self.nodeport_ips.add(ip, sort_key=self.nft.sort_key(ip))
         for c in self._collections():
-            t.collection(c)
+            t.collection(c.finish())
         self._dispatch_chains()
         self._layout_chains()
         self._filter_chains()
@@ -397,7 +412,7 @@ class GroupedLayout:
 
     def _postrouting_rules(self, chain: Chain) -> None:
         chain.add(
-            "ct status dnat ip saddr . ip daddr @hairpin jump mark-for-masquerade",
+            f"ct status dnat {self.nft.saddr} . {self.nft.daddr} @hairpin jump mark-for-masquerade",
             self._rule_comment("hairpin: an endpoint reaching itself through a service"),
         )
 
@@ -419,15 +434,16 @@ class GroupedLayout:
         services = t.chain(Chain("services", "first packet of a connection: one lookup per kind of frontend"))
         # `jump` (not goto) so that, as in iptables' KUBE-SERVICES, a frontend that does not DNAT falls
         # through to the NodePort rule.
-        services.add(f"{FRONTEND_EXPR} vmap @service-ips")
+        nft = self.nft
+        services.add(f"{self.frontend_expr} vmap @service-ips")
         if self.node_port_ips is None:
             services.add(
-                f"fib daddr type local ip daddr != 127.0.0.0/8 {NODEPORT_EXPR} vmap @service-nodeports",
+                f"fib daddr type local {nft.daddr} != {nft.loopback_cidr} {NODEPORT_EXPR} vmap @service-nodeports",
                 rc("NodePorts on every local address except loopback"),
             )
         elif len(self.nodeport_ips):
             services.add(
-                f"ip daddr @nodeport-ips {NODEPORT_EXPR} vmap @service-nodeports", rc("nodePortAddresses")
+                f"{nft.daddr} @nodeport-ips {NODEPORT_EXPR} vmap @service-nodeports", rc("nodePortAddresses")
             )
 
         chain = t.chain(Chain("mark-for-masquerade"))
@@ -442,21 +458,23 @@ class GroupedLayout:
         """nat: one chain per kind of frontend, the pools, and affinity."""
         t = self.table
         rc = self._rule_comment
-        affinity_check = "dnat ip to ip saddr . ip daddr . meta l4proto . th dport map @affinity"
+        nft = self.nft
+        frontend_expr = self.frontend_expr
+        affinity_check = f"{nft.dnat_to} {nft.saddr} . {frontend_expr} map @affinity"
         check = [affinity_check] if self.affinity else []
         chain = t.chain(Chain("cluster-ip", "ClusterIP with usable endpoints"))
         if self.masquerade_all:
             chain.add("jump mark-for-masquerade", rc("masqueradeAll"))
         elif self.cluster_cidr:
             chain.add(
-                f"ip saddr != {self.cluster_cidr} jump mark-for-masquerade",
+                f"{nft.saddr} != {self.cluster_cidr} jump mark-for-masquerade",
                 rc("masquerade traffic from outside the cluster CIDR"),
             )
         for rule in check:
             chain.add(rule)
-        chain.add(f"{FRONTEND_EXPR} vmap @service-pools")
+        chain.add(f"{frontend_expr} vmap @service-pools")
 
-        for prefix, key_expr in (("external", FRONTEND_EXPR), ("nodeport", NODEPORT_EXPR)):
+        for prefix, key_expr in (("external", frontend_expr), ("nodeport", NODEPORT_EXPR)):
             pools = "service" if prefix == "external" else "nodeport"
             chain = t.chain(Chain(prefix, f"{prefix} frontend, externalTrafficPolicy Cluster"))
             chain.add("jump mark-for-masquerade")
@@ -467,7 +485,7 @@ class GroupedLayout:
             chain = t.chain(Chain(f"{prefix}-local", f"{prefix} frontend, externalTrafficPolicy Local"))
             if self.cluster_cidr:
                 chain.add(
-                    f"ip saddr {self.cluster_cidr} goto {prefix}-shortcut",
+                    f"{nft.saddr} {self.cluster_cidr} goto {prefix}-shortcut",
                     rc("pods use the Cluster endpoints, as if via a load balancer"),
                 )
             chain.add(
@@ -490,7 +508,7 @@ class GroupedLayout:
         for kind in ("firewall", "firewall-local"):
             target = "external-local" if kind.endswith("local") else "external"
             chain = t.chain(Chain(kind, "loadBalancerSourceRanges; other sources are dropped in lb-firewall"))
-            chain.add(f"{FRONTEND_EXPR} . ip saddr @firewall-allow goto {target}")
+            chain.add(f"{frontend_expr} . {nft.saddr} @firewall-allow goto {target}")
 
         for space in self.spaces.values():
             for pool_chain in space.chains():
@@ -506,17 +524,17 @@ class GroupedLayout:
                 chain.add("ct state new ct status dnat jump affinity-record")
             chain = t.chain(Chain("affinity-record"))
             chain.add(
-                f"{PORTED} ct original ip daddr . meta l4proto . ct original proto-dst . ip daddr . th dport"
+                f"{PORTED} {nft.ct_original_daddr} . meta l4proto . ct original proto-dst . {nft.daddr} . th dport"
                 " vmap @affinity-services"
             )
             chain.add(
-                f"{PORTED} meta l4proto . ct original proto-dst . ip daddr . th dport vmap @affinity-nodeports"
+                f"{PORTED} meta l4proto . ct original proto-dst . {nft.daddr} . th dport vmap @affinity-nodeports"
             )
             for timeout in sorted(self.affinity_timeouts):
                 chain = t.chain(Chain(f"affinity-record-{timeout}", f"timeoutSeconds {timeout}"))
                 chain.add(
-                    f"{PORTED} update @affinity {{ ip saddr . ct original ip daddr . meta l4proto . "
-                    f"ct original proto-dst timeout {timeout}s : ip daddr . th dport }}"
+                    f"{PORTED} update @affinity {{ {nft.saddr} . {nft.ct_original_daddr} . meta l4proto . "
+                    f"ct original proto-dst timeout {timeout}s : {nft.daddr} . th dport }}"
                 )
 
     def _filter_chains(self) -> None:
@@ -537,11 +555,11 @@ class GroupedLayout:
         chain.add("ct state new jump cluster-services")
 
         chain = t.chain(Chain("cluster-services"))
-        chain.add(f"{FRONTEND_EXPR} vmap @no-endpoint-cluster-ips")
+        chain.add(f"{self.frontend_expr} vmap @no-endpoint-cluster-ips")
         chain = t.chain(Chain("external-services"))
-        chain.add(f"{FRONTEND_EXPR} vmap @no-endpoint-external-ips")
+        chain.add(f"{self.frontend_expr} vmap @no-endpoint-external-ips")
         chain.add(f"fib daddr type local {NODEPORT_EXPR} vmap @no-endpoint-nodeports")
         chain = t.chain(Chain("lb-firewall", "load-balancer traffic not accepted by its source ranges"))
-        chain.add(f"{FRONTEND_EXPR} @firewall-ips drop")
+        chain.add(f"{self.frontend_expr} @firewall-ips drop")
         chain = t.chain(Chain("reject-chain"))
         chain.add("reject")

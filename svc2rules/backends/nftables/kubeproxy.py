@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import ipaddress
 
 from svc2rules.backends.nftables.grouped import GroupedLayout
-from svc2rules.backends.nftables.objects import Chain, Collection
+from svc2rules.backends.nftables.objects import Collection
 from svc2rules.ir import Endpoint, ServicePort
+from svc2rules.syntax.nftables import Chain, Set
 
 NAME_MAX = 240  # kube-proxy truncates object names here (nft allows 256)
 
@@ -57,6 +57,7 @@ class KubeProxyLayout(GroupedLayout):
     def _service_port(self, sp: ServicePort) -> None:
         proto = sp.protocol.keyword
         name = str(sp.key)
+        nft = self.nft
         rc = self._rule_comment
         no_endpoints = "drop" if sp.has_endpoints else "goto reject-chain"
         comment = self._comment(sp)
@@ -101,12 +102,12 @@ class KubeProxyLayout(GroupedLayout):
             return chains[chain_name]
 
         if sp.has_internal_endpoints:
-            dst = f"ip daddr {sp.cluster_ip} {proto} dport {sp.port}"
+            dst = f"{nft.daddr} {sp.cluster_ip} {proto} dport {sp.port}"
             if self.masquerade_all:
                 chain(internal_chain).add(f"{dst} jump mark-for-masquerade", rc(f"{name} cluster IP"))
             elif self.cluster_cidr:
                 chain(internal_chain).add(
-                    f"{dst} ip saddr != {self.cluster_cidr} jump mark-for-masquerade",
+                    f"{dst} {nft.saddr} != {self.cluster_cidr} jump mark-for-masquerade",
                     rc(f"{name} cluster IP"),
                 )
         if sp.uses_external_chain:
@@ -117,20 +118,16 @@ class KubeProxyLayout(GroupedLayout):
                 )
             else:
                 if self.cluster_cidr:
-                    ext.add(f"ip saddr {self.cluster_cidr} goto {cluster_chain}", rc("pod traffic"))
+                    ext.add(f"{nft.saddr} {self.cluster_cidr} goto {cluster_chain}", rc("pod traffic"))
                 ext.add("fib saddr type local jump mark-for-masquerade", rc("masquerade LOCAL traffic"))
                 ext.add(f"fib saddr type local goto {cluster_chain}", rc("route LOCAL traffic"))
             if sp.has_external_endpoints:
                 ext.add(f"goto {local_chain if sp.external_policy_local else cluster_chain}")
         if sp.uses_firewall:
-            ranges = [ipaddress.ip_network(r, strict=False) for r in sp.source_ranges]
-            if self.node_ip is not None and any(ipaddress.ip_address(self.node_ip) in r for r in ranges):
-                ranges += [ipaddress.ip_network(ip) for ip in sp.load_balancer_ips]
-            v4 = [r for r in ranges if isinstance(r, ipaddress.IPv4Network)]
-            allowed = ", ".join(str(n) for n in ipaddress.collapse_addresses(v4))
+            allowed = ", ".join(str(n) for n in self._allowed_sources(sp))
             fw = chain(firewall_chain)
             if allowed:
-                fw.add(f"ip saddr {{ {allowed} }} goto {external_chain}", rc(f"{name} loadbalancer IP"))
+                fw.add(f"{nft.saddr} {{ {allowed} }} goto {external_chain}", rc(f"{name} loadbalancer IP"))
         if sp.cluster_endpoints and sp.uses_cluster_endpoints:
             self._dispatch(sp, chain(cluster_chain), sp.cluster_endpoints)
         if sp.local_endpoints and sp.uses_local_endpoints:
@@ -138,25 +135,28 @@ class KubeProxyLayout(GroupedLayout):
         for ep in sp.reachable_endpoints:
             base = self._endpoint_base(sp, ep)
             ep_chain = chain(f"endpoint-{base}")
-            ep_chain.add(f"ip saddr {ep.ip} jump mark-for-masquerade")
+            ep_chain.add(f"{nft.saddr} {ep.ip} jump mark-for-masquerade")
             if sp.affinity_timeout:
                 self.affinity_sets.append(
                     Collection(
-                        "set",
-                        f"affinity-{base}",
-                        ("type ipv4_addr", "flags dynamic, timeout", f"timeout {sp.affinity_timeout}s"),
-                        name,
+                        Set(
+                            f"affinity-{base}",
+                            type=nft.addr_type,
+                            flags=("dynamic", "timeout"),
+                            timeout=sp.affinity_timeout,
+                            comment=name,
+                        )
                     )
                 )
-                ep_chain.add(f"update @affinity-{base} {{ ip saddr }}")
-            ep_chain.add(f"meta l4proto {proto} dnat to {ep.ip}:{ep.port}")
+                ep_chain.add(f"update @affinity-{base} {{ {nft.saddr} }}")
+            ep_chain.add(f"meta l4proto {proto} dnat to {nft.address_and_port(ep.ip, ep.port)}")
         self.per_service.extend(chains.values())
 
     def _dispatch(self, sp: ServicePort, chain: Chain, endpoints: tuple[Endpoint, ...]) -> None:
         bases = [self._endpoint_base(sp, ep) for ep in endpoints]
         if sp.affinity_timeout:
             for base in bases:
-                chain.add(f"ip saddr @affinity-{base} goto endpoint-{base}")
+                chain.add(f"{self.nft.saddr} @affinity-{base} goto endpoint-{base}")
         if len(bases) == 1:
             chain.add(f"goto endpoint-{bases[0]}")
             return

@@ -1,12 +1,8 @@
-"""Spelling of values inside an nft script: comments, table names, addresses, sort keys."""
+"""Strings inside an nft script: quoted comments and object names."""
 
 from __future__ import annotations
 
-import ipaddress
 import re
-import socket
-
-from svc2rules.errors import UsageError
 
 # nft keeps at most 128 bytes of a comment (NFTNL_UDATA_COMMENT_MAXLEN) and refuses longer ones.
 COMMENT_MAX = 128
@@ -16,6 +12,7 @@ COMMENT_MAX = 128
 _COMMENT_UNSAFE = re.compile(r"[^A-Za-z0-9 ._:/\-\[\]>,;()'=+]")
 # An nft identifier, kept to what every nft version accepts as a table name.
 _TABLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+_QUOTED = re.compile(r'"([^"]*)"')
 
 
 def quote_comment(text: str) -> str:
@@ -23,19 +20,15 @@ def quote_comment(text: str) -> str:
     return '"' + _COMMENT_UNSAFE.sub("?", text)[:COMMENT_MAX] + '"'
 
 
-def check_table_name(name: str) -> str:
-    if not _TABLE_NAME.fullmatch(name):
-        raise UsageError(
-            f"--table must be a letter followed by up to 63 letters, digits, '_' or '-', got {name!r}"
-        )
-    return name
+def script_comment(text: str) -> str:
+    """Text for a `#` line: one line, in the same safe alphabet as a quoted comment."""
+    return _COMMENT_UNSAFE.sub("?", text)
 
 
-def ip_key(ip: str) -> bytes:
-    """Sort key of an IPv4 address (numeric order)."""
-    return socket.inet_aton(ip)
+def is_table_name(name: str) -> bool:
+    return _TABLE_NAME.fullmatch(name) is not None
 
 
-def net_key(cidr: str) -> tuple[bytes, int]:
-    net = ipaddress.ip_network(cidr, strict=False)
-    return net.network_address.packed, net.prefixlen
+def quoted_strings(line: str) -> list[str]:
+    """The quoted strings of one line of a script or a listing, without their quotes."""
+    return _QUOTED.findall(line)

@@ -1,7 +1,8 @@
 """Comment quoting: no text can end a quoted nft string early or change the script's structure.
 
-Names are validated by the model layer before they reach a comment; this proves the quoting is
-safe on its own, for any text at all.
+Names are validated by the model layer before they reach a comment; this proves the writer's
+quoting is safe on its own, for any text at all, wherever a comment goes (table, set, map,
+element, chain, rule, base-chain note).
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from svc2rules.backends.nftables.objects import Chain, Collection, Table
-from svc2rules.backends.nftables.text import COMMENT_MAX, quote_comment
-from svc2rules.templating import render_template
+from svc2rules.family import IPFamily
+from svc2rules.syntax.nftables import COMMENT_MAX, Chain, Hook, Map, Table, Writer, quote_comment
 from tests.backends.nftables.helpers import nft_check, root_only
 
 HOSTILE = st.one_of(
@@ -44,20 +44,23 @@ def test_a_quoted_comment_is_one_safe_token(text: str) -> None:
 
 
 def _script(text: str) -> str:
-    table = Table("ip", "svc2rules", quote_comment(text))
+    table = Table(IPFamily.IPv4, "svc2rules", text)
     dispatch = table.collection(
-        Collection("map", "m", ("type ipv4_addr . inet_proto . inet_service : verdict",), text)
+        Map("m", type="ipv4_addr . inet_proto . inet_service : verdict", comment=text)
     )
-    dispatch.add("172.30.0.1 . tcp . 80", "jump c", text)
+    dispatch.elements.append(("172.30.0.1 . tcp . 80", "jump c", text))
     chain = table.chain(Chain("c", text))
     chain.add("accept", text)
-    return render_template(
-        "nftables/ruleset.j2", table=table, layout="grouped", comments=True, quote=quote_comment
-    )
+    table.chain(Chain("base", text, Hook("filter", "input", 0, note=text)))
+    writer = Writer.of(table)
+    tx = writer.transaction()
+    tx.add_elements("m", [("172.30.0.2 . tcp . 80", "jump c", text)])
+    return writer.whole_table(table, (text,)) + tx.text()
 
 
 def _skeleton(script: str) -> str:
-    return QUOTED.sub('""', script)
+    """The script with every comment's text taken out: quoted strings and `#` lines."""
+    return re.sub(r"(?m)^(\t*# (?:priority 0: )?).*$", r"\1", QUOTED.sub('""', script))
 
 
 @settings(max_examples=300)
