@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 
 from svc2rules.backends import RenderOptions
-from svc2rules.backends.iptables.render import TableWriter, build_tables
-from svc2rules.backends.iptables.rules import Table
+from svc2rules.backends.iptables.render import FAMILY, TableWriter, build_tables
 from svc2rules.config import ProxyConfig
-from svc2rules.family import IPFamily
 from svc2rules.ir import Plan, ServicePort
+from svc2rules.syntax.xtables import Table
 
 TABLES = ("filter", "nat")
 
@@ -77,10 +76,10 @@ def service_part(
     *,
     endpoint_comments: bool,
 ) -> ServicePart:
-    """One Service's part, rendered on its own (its IPv4 ports, as build_tables renders)."""
+    """One Service's part, rendered on its own (its ports of our family, as build_tables renders)."""
     writer = TableWriter(config, options, endpoint_comments=endpoint_comments)
     for sp in ports:
-        if sp.family == IPFamily.IPv4:
+        if sp.family == FAMILY:
             writer.add_port(sp)
     tables = (writer.filter, writer.nat)
     spans = {t.name: (0, len(t.rules), 0, len(t.chains)) for t in tables}

@@ -24,6 +24,7 @@ Writing (writer.py)
 
 Reading (reader.py)
     parse_restore(text)                 -> [Transaction], each command with its line number
+    read_command(line)                  -> Command | None: one line of restore input
     read_tables(text)                   -> {table: Table}: a save, or what write_tables wrote
     read_listing(text, table)           -> Table: `iptables -S [CHAIN]` output
     read_listings(text)                the whole-table listings a restore's `-S` printed
@@ -81,6 +82,7 @@ from svc2rules.syntax.xtables.reader import (
     comment_of,
     jump_targets,
     parse_restore,
+    read_command,
     read_listing,
     read_listings,
     read_tables,
@@ -131,6 +133,7 @@ __all__ = [
     "normalize",
     "parse_restore",
     "quote",
+    "read_command",
     "read_listing",
     "read_listings",
     "read_tables",

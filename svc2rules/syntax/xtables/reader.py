@@ -2,6 +2,7 @@
 is the same format) and `iptables -S` listings, into the objects of model.py.
 
     parse_restore(text)   -> [Transaction]      every command, with its line number
+    read_command(line)    -> Command | None     one line of it
     read_tables(text)     -> {table: Table}     a save, or a payload write_tables() made
     read_listing(text)    -> Table              `iptables -S [CHAIN]` output
     read_listings(text)   -> [Table]            the whole-table listings a restore's `-S` printed
@@ -86,6 +87,18 @@ def _command(line: str, number: int) -> Command:
             raise ReadError(number, "a chain declaration needs a name")
         return DeclareChain(words[0], words[1] if len(words) > 1 else NO_POLICY)
     raise ReadError(number, f"Bad argument `{verb}'")
+
+
+def read_command(line: str) -> Command | None:
+    """The command of one line of restore input (None: a section line, a comment, or not a
+    command at all)."""
+    line = line.rstrip()
+    if not line or line.startswith(("#", "*")) or line == _COMMIT:
+        return None
+    try:
+        return _command(line, 0)
+    except ReadError:
+        return None
 
 
 def parse_restore(text: str) -> list[Transaction]:

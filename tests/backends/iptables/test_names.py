@@ -1,17 +1,13 @@
-"""Chain names follow kube-proxy's hash recipe behind our own prefix."""
+"""The iptables backend's chain names follow kube-proxy's hash recipe behind our own prefix."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
+from svc2rules.backends.iptables.names import ChainNames, endpoint_hash, port_proto_hash
 from svc2rules.family import IPFamily
 from svc2rules.ir import Endpoint, Protocol, ServicePort, ServicePortKey
-from svc2rules.naming import IPTABLES_CHAIN_MAX, ChainNames, _hash16, endpoint_hash, port_proto_hash
+from svc2rules.syntax.xtables import CHAIN_NAME_MAX
 
 
 def test_hashes_match_kube_proxy_golden_chain_names() -> None:
@@ -37,7 +33,7 @@ def test_chain_names_fit_the_iptables_limit_and_use_our_prefix() -> None:
         names.proxy_firewall,
     ):
         assert chain.startswith("SVC2R-")
-        assert len(chain) <= IPTABLES_CHAIN_MAX
+        assert len(chain) <= CHAIN_NAME_MAX
         assert names.is_service_chain(chain) == (chain.split("-")[1] in ("SVC", "SVL", "EXT", "FW", "SEP"))
 
 
@@ -47,7 +43,13 @@ def test_unsafe_prefixes_are_refused(prefix: str) -> None:
         ChainNames(prefix)
 
 
-@given(st.text())
-def test_fast_base32_matches_the_standard_encoding(text: str) -> None:
-    digest = hashlib.sha256(text.encode()).digest()
-    assert _hash16(text) == base64.b32encode(digest).decode()[:16]
+def test_only_our_own_chains_are_ours() -> None:
+    names = ChainNames()
+    assert (
+        names.owns("SVC2R-SERVICES")
+        and names.owns("SVC2R-SEP-ABCDEFGHIJKLMNOP")
+        and names.owns("SVC2R-APPLIED")
+    )
+    # The ipvs and userspace backends keep their chains under the same prefix.
+    assert not names.owns("SVC2R-IPVS-SERVICES") and not names.owns("SVC2R-USERSPACE-PORTALS")
+    assert not names.owns("KUBE-SERVICES")
