@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from svc2rules.backends import available_backends
+from svc2rules.backends.iptables.names import ChainNames, endpoint_hash, port_proto_hash
 from svc2rules.config import ProxyConfig
 from svc2rules.family import IPFamily
 from svc2rules.ir import Protocol, ServicePort, ServicePortKey
-from svc2rules.naming import ChainNames, endpoint_hash, port_proto_hash
 from tests.golden.cases import GOLDEN_BACKENDS
 from tests.property.helpers import compile_objects, ir_of
 from tests.property.strategies import clusters

@@ -9,8 +9,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from svc2rules.backends.iptables.rules import comment
 from svc2rules.errors import InputError
+from svc2rules.syntax.xtables import comment
 from tests.property.helpers import compile_objects
 from tests.property.strategies import clusters
 

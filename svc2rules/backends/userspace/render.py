@@ -18,44 +18,43 @@ from __future__ import annotations
 import ipaddress
 
 from svc2rules.backends import Artifact, ArtifactPart, RenderOptions
-from svc2rules.backends.iptables.names import ChainNames
+from svc2rules.backends.userspace.addressing import Addressing
+from svc2rules.backends.userspace.layout import FAMILIES, Layout, Pool, build_layout, proxied
+from svc2rules.backends.userspace.names import UserspaceChains
+from svc2rules.family import FAMILIES as ALL_FAMILIES
 from svc2rules.family import IPFamily
 from svc2rules.ir import Plan, ServicePort
+from svc2rules.syntax import xtables
 from svc2rules.syntax.xtables import Jump, Table, comment
 from svc2rules.templating import render_template
-from svc2rules.userspace.addressing import Addressing
-from svc2rules.userspace.layout import Layout, Pool, build_layout, proxied
 
-
-class UserspaceChains:
-    def __init__(self, prefix: str) -> None:
-        ChainNames(prefix)  # validates the prefix the same way for every backend
-        self.portals = f"{prefix}-USERSPACE-PORTALS"
-        self.node_ports = f"{prefix}-USERSPACE-NODEPORTS"
-        self.filter = f"{prefix}-USERSPACE-FILTER"
+LOADER = "iptables-restore --noflush"
 
 
 def render_userspace(plan: Plan, options: RenderOptions[Addressing]) -> Artifact:
     addressing = options.backend or Addressing.create()
     layout = build_layout(plan, addressing.port_range)
-    filter_table, nat_table = build_tables(plan, layout, addressing, options)
-    text = render_template(
-        "userspace/restore.j2",
-        tables=[filter_table, nat_table],
-        jumps=options.jumps,
-        prefix=options.chain_prefix,
-        addressing=addressing,
-    )
-    part = ArtifactPart(IPFamily.IPv4, "iptables-restore --noflush", text)
-    return Artifact("userspace", (part,), warnings(plan, layout))
+    parts = []
+    for family in sorted(FAMILIES):
+        tables = build_tables(plan, layout, addressing, options, family)
+        text = render_template(
+            "userspace/restore.j2",
+            rules=xtables.write_tables(tables, jumps=options.jumps),
+            prefix=options.chain_prefix,
+            addressing=addressing,
+        )
+        parts.append(ArtifactPart(family, LOADER, text))
+    return Artifact("userspace", tuple(parts), warnings(plan, layout))
 
 
 def warnings(plan: Plan, layout: Layout) -> tuple[str, ...]:
     out = []
-    ipv6 = sum(1 for sp in layout.skipped if sp.family != IPFamily.IPv4)
-    other = len(layout.skipped) - ipv6
-    if ipv6:
-        out.append(f"{ipv6} IPv6 service port(s) not rendered: the userspace proxy is IPv4 only")
+    served = " and ".join(sorted(FAMILIES))
+    for family in ALL_FAMILIES:
+        count = sum(1 for sp in layout.skipped if sp.family == family)
+        if family not in FAMILIES and count:
+            out.append(f"{count} {family} service port(s) not rendered: the userspace proxy is {served} only")
+    other = sum(1 for sp in layout.skipped if sp.family in FAMILIES)
     if other:
         out.append(f"{other} SCTP service port(s) not rendered: the userspace proxy relays TCP and UDP only")
     clashing = sorted({sp.node_port for sp in plan.service_ports if sp.node_port in layout.port_range})
@@ -68,23 +67,30 @@ def warnings(plan: Plan, layout: Layout) -> tuple[str, ...]:
 
 
 def build_tables(
-    plan: Plan, layout: Layout, addressing: Addressing, options: RenderOptions[Addressing]
+    plan: Plan, layout: Layout, addressing: Addressing, options: RenderOptions[Addressing], family: IPFamily
 ) -> tuple[Table, Table]:
-    """The filter and nat tables (jumps included; the template decides whether to print them)."""
-    return _Writer(plan, layout, addressing, options).build()
+    """The filter and nat tables of one family, jumps included (whether they are written or
+    loaded is the caller's choice: `options.jumps`)."""
+    return _Builder(plan, layout, addressing, options, family).build()
 
 
-class _Writer:
+class _Builder:
     def __init__(
-        self, plan: Plan, layout: Layout, addressing: Addressing, options: RenderOptions[Addressing]
+        self,
+        plan: Plan,
+        layout: Layout,
+        addressing: Addressing,
+        options: RenderOptions[Addressing],
+        family: IPFamily,
     ) -> None:
         self.config = plan.config
-        self.ports = tuple(sp for sp in plan.service_ports if proxied(sp))
+        self.family = family
+        self.ports = tuple(sp for sp in plan.service_ports if proxied(sp) and sp.family == family)
         self.layout = layout
         self.addressing = addressing
-        self.names = UserspaceChains(options.chain_prefix)
-        self.comments = options.comments != "never"
-        self.cluster_cidr = plan.config.cluster_cidr("IPv4")
+        self.names = UserspaceChains.for_prefix(options.chain_prefix)
+        self.comments = options.comments.on
+        self.cluster_cidr = plan.config.cluster_cidr(family)
         self.filter = Table("filter")
         self.nat = Table("nat")
 
@@ -111,15 +117,15 @@ class _Writer:
     def _node_port_dispatch(self) -> None:
         n = self.names
         text = self.c("svc2rules userspace nodeports; NOTE: this must be the last rule in this chain")
-        node_ips = self.config.node_port_ips("IPv4")
+        node_ips = self.config.node_port_ips(self.family)
         if node_ips is None:
             local = "-m addrtype --dst-type LOCAL"
             if not self.config.localhost_nodeports:
-                local += " ! -d 127.0.0.0/8"
+                local += f" ! -d {self.family.loopback_cidr}"
             self.nat.add(n.portals, text, local, f"-j {n.node_ports}")
             return
         for ip in node_ips:
-            if ip.startswith("127.") and not self.config.localhost_nodeports:
+            if ipaddress.ip_address(ip).is_loopback and not self.config.localhost_nodeports:
                 continue
             self.nat.add(n.portals, text, f"-d {ip}", f"-j {n.node_ports}")
 
@@ -181,7 +187,7 @@ class _Writer:
         if not sp.uses_firewall:
             return (None,)
         sources: list[str | None] = list(sp.source_ranges)
-        node_ip = self.config.node_ip("IPv4")
+        node_ip = self.config.node_ip(self.family)
         if node_ip is not None and any(_contains(r, node_ip) for r in sp.source_ranges):
             # A VIP-like load balancer routes node-to-VIP traffic back with the VIP as source.
             sources += list(sp.load_balancer_ips)
