@@ -1,59 +1,12 @@
-"""Pure parts of apply: positional edits, script splitting, conntrack deletions, state file."""
+"""Pure parts of apply: script splitting, conntrack deletions, state file."""
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from svc2rules.backends.iptables.apply import _culprit, _positional
 from svc2rules.backends.nftables.apply import element_key, split_script
 from svc2rules.host.conntrack import stale_deletions
 from svc2rules.host.state import StateStore
-
-
-def replay(old: list[str], ops: list[str]) -> list[str]:
-    """What iptables does with -R/-D/-I CHAIN N (1-based), in order."""
-    rules = list(old)
-    for op in ops:
-        verb, _chain, pos, *rest = op.split(" ", 3)
-        index = int(pos) - 1
-        if verb == "-R":
-            rules[index] = rest[0]
-        elif verb == "-D":
-            del rules[index]
-        else:
-            assert 0 <= index <= len(rules)
-            rules.insert(index, rest[0])
-    return rules
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    st.lists(st.sampled_from([f"rule{i}" for i in range(12)]), max_size=30),
-    st.lists(st.sampled_from([f"rule{i}" for i in range(12)]), max_size=30),
-)
-def test_positional_edits_turn_old_into_new(old: list[str], new: list[str]) -> None:
-    assert replay(old, _positional("C", old, new)) == new
-
-
-def test_one_service_change_in_a_long_chain_is_a_few_edits() -> None:
-    old = [f"-d 172.16.{i // 250}.{i % 250} -j SVC-{i}" for i in range(10_000)]
-    new = list(old)
-    new[4321] = "-d 172.16.17.71 -j SVC-changed"
-    new.insert(9000, "-d 172.16.36.1 -j SVC-new")
-    del new[10]
-    ops = _positional("SVC2R-SERVICES", old, new)
-    assert len(ops) == 3
-    assert replay(old, ops) == new
-
-
-def test_commit_time_refusal_points_at_the_line_using_the_chain() -> None:
-    lines = ["*nat", ":A - [0:0]", "-A A -j RETURN", "-A A -j SVC2R-SEP-X", "COMMIT"]
-    assert _culprit(lines, 5, "Chain 'SVC2R-SEP-X' does not exist") == 4
-    assert _culprit(lines, 3, "whatever") == 3
 
 
 def test_split_script_separates_skeleton_and_elements() -> None:
@@ -109,11 +62,3 @@ def test_state_pending_commit_and_drop(tmp_path: Path) -> None:
     assert store.load() is None  # unreadable state: unknown, so the kernel is read back
     store.remove()
     assert not list(tmp_path.glob("iptables*"))
-
-
-def test_replay_helper_matches_random_edits() -> None:
-    rng = random.Random(7)
-    old = [f"r{i}" for i in range(200)]
-    new = [r for r in old if rng.random() > 0.1] + ["x1", "x2"]
-    rng.shuffle(new[:20])
-    assert replay(old, _positional("C", old, new)) == new
