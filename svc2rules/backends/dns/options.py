@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from svc2rules.addresses import canonical_ip
 from svc2rules.backends.dns.names import check_domain
 from svc2rules.errors import UsageError, quote_value
+from svc2rules.family import IPFamily
 from svc2rules.ir import Plan
 
 DEFAULT_DOMAIN = "cluster.local"
@@ -16,7 +17,7 @@ FORMATS = ("zone", "hosts")
 DEFAULT_FORMAT = "zone"
 # Where the NS glue points when the cluster has no kube-system/kube-dns Service: the loopback
 # resolver a node-local server would answer on.
-FALLBACK_SERVER_IP = "127.0.0.1"
+FALLBACK_SERVER_IP = IPFamily.IPv4.loopback
 DNS_SERVICE = ("kube-system", "kube-dns")
 
 
