@@ -7,12 +7,18 @@ import gc
 import io
 import logging
 import sys
+from dataclasses import dataclass
 from typing import Annotated
 
 import typer
 
+from svc2rules.apply.engine import ApplyInput, ApplyOptions, ApplyReport, apply_plan, cleanup_host
 from svc2rules.backends import RenderOptions
+from svc2rules.backends.userspace import BACKEND as USERSPACE
+from svc2rules.backends.userspace.addressing import ANY_ADDRESS, Addressing
+from svc2rules.backends.userspace.ports import DEFAULT_PORT_RANGE
 from svc2rules.backends.userspace.render import render_userspace
+from svc2rules.cli.apply import LockTimeoutOpt, StateDirOpt
 from svc2rules.cli.common import (
     ClusterCIDROpt,
     ConfigOpt,
@@ -27,15 +33,13 @@ from svc2rules.cli.common import (
     node_config,
     warn,
 )
-from svc2rules.compile import Compilation, compile_sources
+from svc2rules.compile import compile_sources
+from svc2rules.config import ProxyConfig
 from svc2rules.errors import UsageError
-from svc2rules.ir import Plan
-from svc2rules.load import read_sources
-from svc2rules.userspace.addressing import ANY_ADDRESS, Addressing
+from svc2rules.host.state import DEFAULT_STATE_DIR
+from svc2rules.load import Source, read_sources
 from svc2rules.userspace.balancer import Balancing
-from svc2rules.userspace.install import install_rules
-from svc2rules.userspace.ports import DEFAULT_PORT_RANGE
-from svc2rules.userspace.runner import Runner, Runtime
+from svc2rules.userspace.runner import Manifests, Runner, Runtime
 from svc2rules.userspace.server import ProxySettings
 from svc2rules.userspace.udp import DEFAULT_IDLE_TIMEOUT
 
@@ -77,9 +81,22 @@ def proxy_command(
         bool,
         typer.Option(
             "--apply-rules/--no-apply-rules",
-            help="Load the matching REDIRECT rules with iptables at start and on every reload.",
+            help="Load the matching REDIRECT rules at start and on every reload, as "
+            "`svc2rules apply --backend userspace` does (same state dir and lock).",
         ),
     ] = False,
+    keep_rules: Annotated[
+        bool,
+        typer.Option(
+            "--keep-rules",
+            help="With --apply-rules: leave the rules loaded when the proxy exits. The default "
+            "removes them (as `svc2rules cleanup --backend userspace` does) before draining: once "
+            "the proxy is gone they would send Service traffic to ports nobody listens on. Keep "
+            "them across a restart, so that Service addresses never stop being redirected.",
+        ),
+    ] = False,
+    state_dir: StateDirOpt = DEFAULT_STATE_DIR,
+    lock_timeout: LockTimeoutOpt = 60.0,
     print_rules: Annotated[
         bool, typer.Option("--print-rules", help="Print the matching rules (iptables-restore) and exit.")
     ] = False,
@@ -112,23 +129,25 @@ def proxy_command(
             cluster_cidr=cluster_cidr,
             masquerade_all=None,
         )
+        if keep_rules and not apply_rules:
+            raise UsageError("--keep-rules keeps the rules --apply-rules loads: give both")
         paths = list(filename)
+        options = RenderOptions(chain_prefix=chain_prefix, backend=addressing)
 
-        def compile_paths() -> Compilation:
+        def read_paths() -> list[Source]:
             # The files again on every call (SIGHUP); never stdin, which cannot be re-read.
-            sources = read_sources(paths, recursive=recursive, stdin=io.BytesIO())
-            return compile_sources(sources, proxy_config)
+            return read_sources(paths, recursive=recursive, stdin=io.BytesIO())
 
-        def load_plan() -> Plan:
-            compiled = compile_paths()
+        def load() -> Manifests:
+            sources = read_paths()
+            compiled = compile_sources(sources, proxy_config)
             for warning in compiled.warnings:
                 log.warning("%s", warning)
-            return compiled.plan()
+            return Manifests(tuple(sources), compiled.plan())
 
         if print_rules:
-            compiled = compile_paths()
+            compiled = compile_sources(read_paths(), proxy_config)
             warn(compiled.warnings)
-            options = RenderOptions(chain_prefix=chain_prefix, backend=addressing)
             artifact = render_userspace(compiled.plan(), options)
             for warning in artifact.warnings:
                 err(f"warning: {warning}")
@@ -143,11 +162,46 @@ def proxy_command(
             level=LOG_LEVELS[log_level],
             format="svc2rules proxy: %(levelname)s: %(message)s",
         )
+        # The proxy may not manage to drain if the engine waits long for the lock; its timeout
+        # bounds that, as it does for apply. An input without Services is a proxy with
+        # nothing to serve, not a failed `kubectl get`: its rules are loaded (and emptied) too.
+        rules = _EngineRules(
+            proxy_config,
+            options,
+            ApplyOptions(state_dir=state_dir, lock_timeout=lock_timeout, allow_empty=True),
+        )
         runtime = Runtime(
             settings=ProxySettings(addressing, mode, udp_timeout, grace_period),
-            load_plan=load_plan,
-            install_rules=(lambda plan: install_rules(plan, addressing, chain_prefix))
-            if apply_rules
-            else None,
+            load=load,
+            install_rules=rules.install if apply_rules else None,
+            remove_rules=rules.remove if apply_rules and not keep_rules else None,
         )
         asyncio.run(Runner(runtime).run())
+
+
+@dataclass(frozen=True)
+class _EngineRules:
+    """`--apply-rules`: the userspace backend's applier, through the apply engine (its lock,
+    state and generation marker), exactly as `svc2rules apply|cleanup --backend userspace`."""
+
+    config: ProxyConfig
+    options: RenderOptions[Addressing]
+    apply_options: ApplyOptions
+
+    def install(self, manifests: Manifests) -> None:
+        # The engine compiles the same bytes again (through the state dir's compile cache).
+        apply_input = ApplyInput(list(manifests.sources), self.config, USERSPACE.name, self.options)
+        _log(apply_plan(apply_input, self.apply_options))
+
+    def remove(self) -> None:
+        _log(cleanup_host(USERSPACE.name, self.options, self.apply_options))
+
+
+def _log(report: ApplyReport) -> None:
+    for note in report.notes:
+        if note.startswith("warning"):
+            log.warning("%s", note.removeprefix("warning: "))
+        else:
+            log.info("%s", note)
+    if report.written:
+        log.info("rules: %s", report.summary)

@@ -1,41 +1,6 @@
-"""Where the proxy listens: the settings the rules and the running proxy must agree on."""
+"""Kept for importers not moved yet: where the proxy listens is the userspace backend's
+(svc2rules.backends.userspace.addressing); the runtime imports it from there."""
 
-from __future__ import annotations
+from svc2rules.backends.userspace.addressing import ANY_ADDRESS, Addressing, addressing_options
 
-import ipaddress
-from collections.abc import Mapping
-from dataclasses import dataclass
-
-from svc2rules.errors import UsageError
-from svc2rules.userspace.ports import DEFAULT_PORT_RANGE, PortRange
-
-ANY_ADDRESS = "0.0.0.0"
-
-
-@dataclass(frozen=True, slots=True)
-class Addressing:
-    port_range: PortRange
-    bind: str = ANY_ADDRESS
-
-    @property
-    def redirects(self) -> bool:
-        """Listening on every address, REDIRECT (to the address the packet arrived on) reaches
-        the proxy; bound to one address, the rules must DNAT to that address instead."""
-        return self.bind == ANY_ADDRESS
-
-    @classmethod
-    def create(cls, port_range: str | PortRange = DEFAULT_PORT_RANGE, bind: str = ANY_ADDRESS) -> Addressing:
-        ports = port_range if isinstance(port_range, PortRange) else PortRange.parse(port_range)
-        try:
-            address = ipaddress.ip_address(bind.strip())
-        except ValueError:
-            raise UsageError(f"bind address must be an IPv4 address, got {bind!r}") from None
-        if address.version != 4:
-            raise UsageError(f"the userspace proxy serves IPv4 only, got bind address {bind!r}")
-        return cls(ports, str(address))
-
-
-def addressing_options(flags: Mapping[str, str]) -> Addressing:
-    """The userspace backend's options from its flags (`port_range`, `bind`; the proxy's
-    --port-range and --bind)."""
-    return Addressing.create(flags.get("port_range", DEFAULT_PORT_RANGE), flags.get("bind", ANY_ADDRESS))
+__all__ = ["ANY_ADDRESS", "Addressing", "addressing_options"]

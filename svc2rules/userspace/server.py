@@ -11,11 +11,11 @@ import socket
 import time
 from dataclasses import dataclass, field
 
+from svc2rules.backends.userspace.addressing import Addressing
+from svc2rules.backends.userspace.layout import Layout, Listener, Pool
 from svc2rules.ir import Protocol
-from svc2rules.userspace.addressing import Addressing
 from svc2rules.userspace.balancer import AffinityTable, Balancer, Balancing, HoldDown
 from svc2rules.userspace.conntable import Connections
-from svc2rules.userspace.layout import Layout, Listener, Pool
 from svc2rules.userspace.tcp import Route, TcpListener
 from svc2rules.userspace.udp import DEFAULT_IDLE_TIMEOUT, UdpListener, enable_pktinfo
 

@@ -31,6 +31,7 @@ def manifest(tmp_path: Path) -> Path:
         ["--balancing", "least-conn"],
         ["--log-level", "loud"],
         ["--udp-timeout", "0"],
+        ["--keep-rules"],  # keeps what --apply-rules loads: alone it means nothing
     ],
 )
 def test_bad_options_exit_2_with_one_line(manifest: Path, args: list[str]) -> None:

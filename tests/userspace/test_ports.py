@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from svc2rules.backends.userspace.ports import DEFAULT_PORT_RANGE, PortRange, assign_ports
 from svc2rules.errors import UsageError
-from svc2rules.userspace.ports import DEFAULT_PORT_RANGE, PortRange, assign_ports
 
 RANGE = PortRange(20000, 29999)
 NAMES = st.lists(st.from_regex(r"ns[0-9]/svc[0-9]{1,3}:p[0-9]{1,2}(tcp|udp)", fullmatch=True), unique=True)

@@ -1,15 +1,20 @@
-"""`svc2rules proxy` as a process in a private network namespace: start, SIGHUP, SIGTERM."""
+"""`svc2rules proxy` as a process in a private network namespace: start, SIGHUP, SIGTERM, and
+the rules it loads with --apply-rules (removed at exit unless --keep-rules)."""
 
 from __future__ import annotations
 
+import os
+import secrets
 import shlex
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import NODE_ARGS, endpoint_slice, service, to_yaml
+from tests.lab.loaders import svc2rules_command
 from tests.userspace.netns import root_only
 from tests.userspace.process import ProxyProcess, proxy_argv, write
 
@@ -75,3 +80,56 @@ def test_a_port_already_taken_at_start_exits_1(manifest: Path) -> None:
         assert any("cannot listen" in line and "20000" in line for line in proc.log), proc.log
     finally:
         proc.close()
+
+
+@pytest.fixture
+def named_netns() -> Iterator[str]:
+    """A namespace that outlives the proxy, so what it leaves behind can be looked at."""
+    name = f"s2rus-{os.getpid()}-{secrets.token_hex(3)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+    yield name
+    subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def ours_in(netns: str) -> list[str]:
+    saved = subprocess.run(
+        ["ip", "netns", "exec", netns, "iptables-save"], capture_output=True, text=True, check=True
+    ).stdout
+    return [line for line in saved.splitlines() if "USERSPACE" in line]
+
+
+def test_apply_rules_loads_them_and_removes_them_at_exit(
+    manifest: Path, named_netns: str, tmp_path: Path
+) -> None:
+    args = ("-f", str(manifest), "--apply-rules", "--state-dir", str(tmp_path), *NODE_ARGS)
+    proc = ProxyProcess(["ip", "netns", "exec", named_netns, *proxy_argv(*args)])
+    try:
+        proc.wait_for("ready")
+        assert sum("-j SVC2R-USERSPACE-PORTALS" in line for line in ours_in(named_netns)) == 2
+        assert proc.stop() == 0
+    finally:
+        proc.close()
+    assert ours_in(named_netns) == []
+    assert [line for line in proc.log if "rules removed" in line]
+    assert "stopped" in proc.log[-1]
+
+
+def test_keep_rules_leaves_them_for_the_next_proxy_or_cleanup(
+    manifest: Path, named_netns: str, tmp_path: Path
+) -> None:
+    args = ("-f", str(manifest), "--apply-rules", "--keep-rules", "--state-dir", str(tmp_path), *NODE_ARGS)
+    proc = ProxyProcess(["ip", "netns", "exec", named_netns, *proxy_argv(*args)])
+    try:
+        proc.wait_for("ready")
+        kept = ours_in(named_netns)
+        assert proc.stop() == 0
+    finally:
+        proc.close()
+    assert kept and ours_in(named_netns) == kept
+    cleanup_argv = [*svc2rules_command(), "cleanup", "--backend", "userspace", "--state-dir", str(tmp_path)]
+    cleanup = subprocess.run(
+        ["ip", "netns", "exec", named_netns, *cleanup_argv], capture_output=True, text=True, check=False
+    )
+    assert cleanup.returncode == 0, cleanup.stderr
+    assert ours_in(named_netns) == []

@@ -10,9 +10,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from svc2rules.backends.userspace.layout import build_layout
+from svc2rules.backends.userspace.ports import PortRange
 from svc2rules.errors import InputError
-from svc2rules.userspace.layout import build_layout
-from svc2rules.userspace.ports import PortRange
 from tests.backends.userspace.helpers import CONFIG, plan_of
 from tests.property.helpers import compile_objects
 from tests.property.strategies import clusters

@@ -7,9 +7,9 @@ import pytest
 
 from svc2rules.api import render
 from svc2rules.backends import RenderOptions, available_backends, get_backend
+from svc2rules.backends.userspace.layout import Pool, build_layout
+from svc2rules.backends.userspace.ports import PortRange
 from svc2rules.errors import UsageError
-from svc2rules.userspace.layout import Pool, build_layout
-from svc2rules.userspace.ports import PortRange
 from tests.backends.userspace.helpers import CONFIG, artifact, comments, plan_of, rules
 from tests.conftest import endpoint, endpoint_slice, service
 
