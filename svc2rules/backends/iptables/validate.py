@@ -45,34 +45,50 @@ _NAT = "nat"
 
 
 def check_references(change: IptablesChange, transactions: Sequence[Transaction], prefix: str) -> None:
-    """Every rule's chain and every jump target of ours exists when its section commits: the
-    state's chains (for an incremental write), plus what earlier and this section of the
-    same table declare, minus what they delete."""
+    """Every rule's chain and every jump target of ours exists when its section commits: what
+    earlier sections and this one of the same table declare, minus what they delete, and for
+    an incremental write the chains the kernel has: those the state knows and those our old
+    rules jump to (a write planned from the changed Services knows the other Services' chains
+    only as the targets of the shared chains' rules)."""
     ours = prefix + "-"
     incremental = change.kind == "incremental"
     exists: dict[str, set[str]] = {}
+    deleted: dict[str, set[str]] = {}
+    referenced: dict[str, set[str]] = {}
     for transaction in transactions:
         table = transaction.table
         if table not in exists:
             exists[table] = set(change.old_tables.get(table, {})) if incremental else set()
+            deleted[table] = set()
         # Chains declared anywhere in a section exist for its whole transaction.
         exists[table] |= transaction.declared()
         exists[table] -= transaction.deleted()
+        deleted[table] = (deleted[table] | transaction.deleted()) - transaction.declared()
         numbers = transaction.lines or []
         for index, command in enumerate(transaction.commands):
             if not isinstance(command, RULE_COMMANDS):
                 continue
             for target in (command.chain, *jump_targets(command.spec)):
-                if target.startswith(ours) and target not in exists[table]:
-                    line = command.line()
-                    raise ApplyError(
-                        describe(
-                            f"chain {target} does not exist in table {table} (the kernel would refuse it)",
-                            numbers[index],
-                            line,
-                            change.desired,
-                        )
+                if not target.startswith(ours) or target in exists[table]:
+                    continue
+                if incremental and target not in deleted[table]:
+                    if table not in referenced:
+                        referenced[table] = _targets(change.old_tables.get(table, {}))
+                    if target in referenced[table]:
+                        continue
+                raise ApplyError(
+                    describe(
+                        f"chain {target} does not exist in table {table} (the kernel would refuse it)",
+                        numbers[index],
+                        command.line(),
+                        change.desired,
                     )
+                )
+
+
+def _targets(chains: StoredChains) -> set[str]:
+    """The chains the rules of `chains` jump to."""
+    return {target for text in chains.values() for spec in text.split("\n") for target in jump_targets(spec)}
 
 
 def tested(transactions: Sequence[Transaction]) -> list[Transaction]:
