@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from svc2rules.backends.iptables.names import ChainNames
 from svc2rules.backends.owned_chains import OwnedChains
 from svc2rules.family import IPFamily
-from svc2rules.naming import ChainNames
 from svc2rules.syntax import ipset, xtables
 
 # IFNAMSIZ is 16 including the terminating NUL.

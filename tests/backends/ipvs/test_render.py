@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from svc2rules.api import render
+from svc2rules.backends.iptables.names import ChainNames
 from svc2rules.backends.ipvs.names import DUMMY_INTERFACE, IPSET_NAME_MAX, IPTABLES_CHAIN_MAX, IpvsNames
 from svc2rules.config import ProxyConfig
 from svc2rules.errors import UsageError
-from svc2rules.naming import ChainNames
 from svc2rules.syntax import ipvsadm
 from tests.options import render_options
 
