@@ -1,20 +1,121 @@
 """The node facts and proxy settings a compilation depends on.
 
-Built from command-line flags, optionally on top of a kube-proxy
-`KubeProxyConfiguration` (kubeproxy.config.k8s.io/v1alpha1) file.
+Built from command-line flags, optionally on top of a kube-proxy `KubeProxyConfiguration`
+(kubeproxy.config.k8s.io/v1alpha1) file, or kubeadm's `kube-proxy` ConfigMap holding one in
+`data["config.conf"]`. Like kube-proxy, a file is decoded strictly first: fields v1alpha1 does
+not have are reported (kube-proxy falls back to lenient decoding and logs what strict decoding
+rejected); invalid values are errors naming the file, the field and the value.
 """
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from svc2rules.errors import UsageError, quote_value
+from svc2rules.family import IPFamily
 
 KUBE_PROXY_CONFIG_API = "kubeproxy.config.k8s.io/v1alpha1"
 KUBE_PROXY_CONFIG_KIND = "KubeProxyConfiguration"
+# kubeadm keeps the KubeProxyConfiguration in this key of the kube-system/kube-proxy ConfigMap.
+CONFIG_MAP_KEY = "config.conf"
+
+# Every field of KubeProxyConfiguration v1alpha1 (k8s.io/kube-proxy/config/v1alpha1/types.go):
+# a valid field svc2rules has no use for is not "unknown". A nested dict lists an object's
+# fields; None accepts any value (maps and objects svc2rules never looks into).
+_Schema = Mapping[str, "_Schema | None"]
+KUBE_PROXY_FIELDS: _Schema = {
+    "apiVersion": None,
+    "kind": None,
+    "featureGates": None,
+    "clientConnection": dict.fromkeys(("kubeconfig", "acceptContentTypes", "contentType", "qps", "burst")),
+    "logging": dict.fromkeys(("format", "flushFrequency", "verbosity", "vmodule", "options")),
+    "hostnameOverride": None,
+    "bindAddress": None,
+    "healthzBindAddress": None,
+    "metricsBindAddress": None,
+    "bindAddressHardFail": None,
+    "enableProfiling": None,
+    "showHiddenMetricsForVersion": None,
+    "mode": None,
+    "iptables": dict.fromkeys(
+        (
+            "masqueradeBit",
+            "masqueradeAll",
+            "localhostNodePorts",
+            "snatNodeInternalIP",
+            "syncPeriod",
+            "minSyncPeriod",
+        )
+    ),
+    "ipvs": dict.fromkeys(
+        (
+            "syncPeriod",
+            "minSyncPeriod",
+            "scheduler",
+            "excludeCIDRs",
+            "strictARP",
+            "tcpTimeout",
+            "tcpFinTimeout",
+            "udpTimeout",
+        )
+    ),
+    "nftables": dict.fromkeys(("masqueradeBit", "masqueradeAll", "syncPeriod", "minSyncPeriod")),
+    "winkernel": dict.fromkeys(
+        ("networkName", "sourceVip", "enableDSR", "rootHnsEndpointName", "forwardHealthCheckVip")
+    ),
+    "detectLocalMode": None,
+    "detectLocal": dict.fromkeys(("bridgeInterface", "interfaceNamePrefix")),
+    "clusterCIDR": None,
+    "nodePortAddresses": None,
+    "oomScoreAdj": None,
+    "conntrack": dict.fromkeys(
+        (
+            "maxPerCore",
+            "min",
+            "tcpEstablishedTimeout",
+            "tcpCloseWaitTimeout",
+            "tcpBeLiberal",
+            "udpTimeout",
+            "udpStreamTimeout",
+        )
+    ),
+    "configSyncPeriod": None,
+    "portRange": None,
+    "windowsRunAsService": None,
+}
+
+# The fields svc2rules reads; every other field of KUBE_PROXY_FIELDS is valid and ignored.
+READ_FIELDS = (
+    "mode",
+    "clusterCIDR",
+    "hostnameOverride",
+    "bindAddress",
+    "detectLocalMode",
+    "iptables.masqueradeAll",
+    "iptables.masqueradeBit",
+    "iptables.localhostNodePorts",
+    "nftables.masqueradeAll",
+    "nftables.masqueradeBit",
+    "nodePortAddresses",
+    "conntrack.tcpBeLiberal",
+    "ipvs.scheduler",
+)
+
+# The command-line flag that sets each ProxyConfig field: errors name the flag, not the field.
+FLAG_NAMES = {
+    "node_name": "--node-name",
+    "node_ips": "--node-ip",
+    "node_zone": "--node-zone",
+    "cluster_cidrs": "--cluster-cidr",
+    "masquerade_all": "--masquerade-all",
+    "node_port_addresses": "--nodeport-addresses",
+}
 
 
 class ProxyConfig(BaseModel):
@@ -37,24 +138,13 @@ class ProxyConfig(BaseModel):
     @field_validator("node_ips")
     @classmethod
     def _ips(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        out = []
-        for ip in value:
-            try:
-                out.append(str(ipaddress.ip_address(ip.strip())))
-            except ValueError:
-                raise ValueError(f"invalid node IP {quote_value(ip)}") from None
-        return tuple(out)
+        return tuple(parse_ip(ip) for ip in value)
 
     @field_validator("cluster_cidrs")
     @classmethod
     def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        out = []
-        for text in value:
-            try:
-                out.append(str(ipaddress.ip_network(text.strip(), strict=False)))
-            except ValueError:
-                raise ValueError(f"invalid cluster CIDR {quote_value(text)}") from None
-        families = [":" in c for c in out]
+        out = [parse_cidr(text)[0] for text in value]
+        families = [IPFamily.of(c) for c in out]
         if len(families) != len(set(families)):
             raise ValueError("at most one cluster CIDR per IP family (kube-proxy's ClusterCIDR detector)")
         return tuple(out)
@@ -62,16 +152,7 @@ class ProxyConfig(BaseModel):
     @field_validator("node_port_addresses")
     @classmethod
     def _node_port_addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        out = []
-        for text in value:
-            if text == "primary":
-                out.append(text)
-                continue
-            try:
-                out.append(str(ipaddress.ip_network(text.strip(), strict=False)))
-            except ValueError:
-                raise ValueError(f"invalid nodePortAddresses entry {quote_value(text)}") from None
-        return tuple(out)
+        return tuple(text if text == "primary" else parse_cidr(text)[0] for text in value)
 
     @model_validator(mode="after")
     def _unique_node_ips(self) -> ProxyConfig:
@@ -116,25 +197,205 @@ class ProxyConfig(BaseModel):
         return tuple(sorted(fam, key=lambda ip: ipaddress.ip_address(ip)))
 
 
+# -- values, wherever they come from ---------------------------------------------------------------
+
+
+def parse_ip(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        raise ValueError(f"invalid IP address {quote_value(text)}") from None
+
+
+def parse_cidr(text: str) -> tuple[str, bool]:
+    """The network a CIDR names, and whether it was written with host bits set. kube-proxy
+    parses CIDRs with Go's net.ParseCIDR, which accepts host bits and keeps the network; so do we
+    (the caller warns)."""
+    try:
+        network = ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise ValueError(f"invalid CIDR {quote_value(text)}") from None
+    return str(network), network.network_address != ipaddress.ip_address(text.strip().split("/")[0])
+
+
+def parse_node_name(text: str) -> str:
+    """kube-proxy's reading of --hostname-override: trimmed and lower-cased, never empty."""
+    name = text.strip().lower()
+    if not name:
+        raise ValueError(f"invalid node name {quote_value(text)}: must not be empty")
+    return name
+
+
+# -- the configuration file --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigFile:
+    """A KubeProxyConfiguration as read from a file; `source` is how messages name where it is
+    (the file, and the ConfigMap key it came from)."""
+
+    data: dict[str, Any]
+    source: str
+
+    def where(self, field: str) -> str:
+        return f"{self.source}: {KUBE_PROXY_CONFIG_KIND}: {field}"
+
+    @property
+    def mode(self) -> str | None:
+        mode = self.data.get("mode")
+        return mode if isinstance(mode, str) and mode else None
+
+
+def parse_config_text(text: str, path: str) -> ConfigFile:
+    """A KubeProxyConfiguration file, or kubeadm's `kube-proxy` ConfigMap (as `kubectl -n
+    kube-system get cm kube-proxy -o yaml` prints it), whose data["config.conf"] holds one."""
+    data = _yaml_object(text, path)
+    if data.get("kind") != "ConfigMap":
+        return ConfigFile(data, path)
+    meta = data.get("metadata")
+    meta = meta if isinstance(meta, dict) else {}
+    holder = (
+        f"{path}: ConfigMap {meta.get('namespace') or '<no namespace>'}/{meta.get('name') or '<unnamed>'}"
+    )
+    entries = data.get("data")
+    conf = entries.get(CONFIG_MAP_KEY) if isinstance(entries, dict) else None
+    if not isinstance(conf, str):
+        raise UsageError(
+            f"{holder}: data: no {CONFIG_MAP_KEY!r} key holding a {KUBE_PROXY_CONFIG_KIND} "
+            "(kubeadm's kube-proxy ConfigMap has one)"
+        )
+    source = f"{holder}: data[{CONFIG_MAP_KEY}]"
+    return ConfigFile(_yaml_object(conf, source), source)
+
+
+def _yaml_object(text: str, source: str) -> dict[str, Any]:
+    import yaml  # only a config file needs it (~25 ms to import)
+
+    try:
+        data = yaml.load(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{source}: invalid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{source}: expected a {KUBE_PROXY_CONFIG_KIND} object")
+    return data
+
+
+def unknown_fields(data: Mapping[str, Any]) -> list[str]:
+    """The fields of a KubeProxyConfiguration that v1alpha1 does not have, as `path: unknown
+    field`, with the known field it most resembles (a misspelling is the usual cause)."""
+    found: list[str] = []
+
+    def walk(obj: Mapping[str, Any], schema: _Schema, prefix: str) -> None:
+        for key, value in obj.items():
+            name = str(key)
+            if name not in schema:
+                found.append(f"{prefix}{name}: unknown field{_suggestion(name, schema)}")
+                continue
+            inner = schema[name]
+            if inner is not None and isinstance(value, dict):
+                walk(value, inner, f"{prefix}{name}.")
+
+    walk(data, KUBE_PROXY_FIELDS, "")
+    return found
+
+
+def _suggestion(name: str, schema: _Schema) -> str:
+    folded = {known.lower(): known for known in schema}
+    close = folded.get(name.lower()) or next(
+        iter(difflib.get_close_matches(name, list(schema), 1, 0.75)), None
+    )
+    return f" (did you mean {close!r}?)" if close else ""
+
+
+# -- building the config ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltConfig:
+    """The config, and what the user should hear about how it was read."""
+
+    config: ProxyConfig
+    warnings: tuple[str, ...] = ()
+
+
 def build_config(
     overrides: dict[str, Any], config_file: dict[str, Any] | None = None, source: str = ""
 ) -> ProxyConfig:
     """Merge a KubeProxyConfiguration (if any) with flag overrides (flags win)."""
+    file = ConfigFile(config_file, source) if config_file is not None else None
+    return read_config(overrides, file).config
+
+
+def read_config(overrides: Mapping[str, Any], file: ConfigFile | None = None) -> BuiltConfig:
+    """The file's values, then the flags' (`overrides`, by ProxyConfig field; None or () means
+    not given). Each value is checked where it was given, so an error names the flag (or the file
+    and its field) and the value."""
+    warnings: list[str] = []
     values: dict[str, Any] = {}
-    if config_file is not None:
-        values.update(_from_kube_proxy_config(config_file, source))
-    values.update({k: v for k, v in overrides.items() if v is not None and v != ()})
+    if file is not None:
+        values.update(_from_kube_proxy_config(file, warnings))
+    for name, value in overrides.items():
+        if value is None or value == ():
+            continue
+        flag = FLAG_NAMES.get(name, name)
+        try:
+            values[name] = _flag_value(name, value, flag, warnings)
+        except ValueError as exc:
+            raise UsageError(f"{flag}: {exc}") from None
     try:
-        return ProxyConfig(**values)
-    except ValidationError as exc:
+        return BuiltConfig(ProxyConfig(**values), tuple(warnings))
+    except ValidationError as exc:  # pragma: no cover - every value was checked where it was given
         error = exc.errors()[0]
         where = ".".join(str(p) for p in error["loc"])
         raise UsageError(f"{where}: {str(error['msg']).removeprefix('Value error, ')}") from None
 
 
-def _from_kube_proxy_config(data: dict[str, Any], source: str) -> dict[str, Any]:
+def _flag_value(name: str, value: Any, flag: str, warnings: list[str]) -> Any:
+    """One flag's value as ProxyConfig keeps it; ValueError says what is wrong with it."""
+    if name == "node_name":
+        return parse_node_name(value)
+    if name == "node_ips":
+        ips = tuple(parse_ip(ip) for ip in value)
+        duplicates = sorted({ip for ip in ips if ips.count(ip) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate node IP {quote_value(duplicates[0])}")
+        return ips
+    if name == "cluster_cidrs":
+        return _one_per_family(_networks(value, flag, warnings))
+    if name == "node_port_addresses":
+        return _networks(value, flag, warnings, primary=True)
+    return value
+
+
+def _networks(entries: Any, where: str, warnings: list[str], *, primary: bool = False) -> tuple[str, ...]:
+    """CIDRs (and, for nodePortAddresses, the keyword 'primary'), a warning per CIDR written
+    with host bits set."""
+    out: list[str] = []
+    for text in entries:
+        if primary and text == "primary":
+            out.append(text)
+            continue
+        network, host_bits = parse_cidr(text)
+        if host_bits:
+            warnings.append(f"{where}: {text.strip()} has host bits set; using {network}, as kube-proxy does")
+        out.append(network)
+    return tuple(out)
+
+
+def _one_per_family(cidrs: tuple[str, ...]) -> tuple[str, ...]:
+    families = [IPFamily.of(c) for c in cidrs]
+    if len(families) != len(set(families)):
+        raise ValueError(
+            f"at most one cluster CIDR per IP family (kube-proxy's ClusterCIDR detector), got {', '.join(cidrs)}"
+        )
+    return cidrs
+
+
+def _from_kube_proxy_config(file: ConfigFile, warnings: list[str]) -> dict[str, Any]:
+    data = file.data
+
     def fail(field: str, message: str) -> UsageError:
-        return UsageError(f"{source}: {KUBE_PROXY_CONFIG_KIND}: {field}: {message}")
+        return UsageError(f"{file.where(field)}: {message}")
 
     if data.get("kind") != KUBE_PROXY_CONFIG_KIND:
         raise fail("kind", f"expected {KUBE_PROXY_CONFIG_KIND}, got {quote_value(data.get('kind'))}")
@@ -160,10 +421,32 @@ def _from_kube_proxy_config(data: dict[str, Any], source: str) -> dict[str, Any]
             raise fail(path, f"Invalid value: {quote_value(value)}: must be {kind.__name__}")
         return value
 
+    def checked(path: str, read: Callable[[str], Any], text: str) -> Any:
+        try:
+            return read(text)
+        except ValueError as exc:
+            raise fail(path, str(exc)) from None
+
     if (cidr := typed(data, "clusterCIDR", "clusterCIDR", str)) is not None:
-        out["cluster_cidrs"] = tuple(c for c in cidr.split(",") if c.strip())
+        entries = [c for c in cidr.split(",") if c.strip()]
+        out["cluster_cidrs"] = checked(
+            "clusterCIDR",
+            lambda _: _one_per_family(_networks(entries, file.where("clusterCIDR"), warnings)),
+            cidr,
+        )
     if (hostname := typed(data, "hostnameOverride", "hostnameOverride", str)) is not None and hostname:
-        out["node_name"] = hostname.strip().lower()
+        out["node_name"] = checked("hostnameOverride", parse_node_name, hostname)
+    if (bind := typed(data, "bindAddress", "bindAddress", str)) is not None and bind.strip():
+        # kube-proxy: a bindAddress other than 0.0.0.0 or :: is the node's primary IP.
+        address = checked("bindAddress", parse_ip, bind)
+        if not ipaddress.ip_address(address).is_unspecified:
+            out["node_ips"] = (address,)
+    detect = typed(data, "detectLocalMode", "detectLocalMode", str)
+    if detect not in (None, "", "ClusterCIDR"):
+        warnings.append(
+            f"{file.where('detectLocalMode')}: {detect} is not supported; svc2rules tells pod "
+            "traffic apart by the cluster CIDR (ClusterCIDR)"
+        )
     mode = data.get("mode") or "iptables"
     iptables = section("iptables")
     nftables = section("nftables")
@@ -172,6 +455,8 @@ def _from_kube_proxy_config(data: dict[str, Any], source: str) -> dict[str, Any]
     if (masq_all := typed(masq_source, "masqueradeAll", f"{prefix}.masqueradeAll", bool)) is not None:
         out["masquerade_all"] = masq_all
     if (bit := typed(masq_source, "masqueradeBit", f"{prefix}.masqueradeBit", int)) is not None:
+        if not 0 <= bit <= 31:
+            raise fail(f"{prefix}.masqueradeBit", f"Invalid value: {bit}: must be within the range [0, 31]")
         out["masquerade_bit"] = bit
     if (localhost := typed(iptables, "localhostNodePorts", "iptables.localhostNodePorts", bool)) is not None:
         out["localhost_nodeports"] = localhost
@@ -179,7 +464,11 @@ def _from_kube_proxy_config(data: dict[str, Any], source: str) -> dict[str, Any]
     if addresses is not None:
         if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):
             raise fail("nodePortAddresses", "must be a list of CIDRs or 'primary'")
-        out["node_port_addresses"] = tuple(addresses)
+        out["node_port_addresses"] = checked(
+            "nodePortAddresses",
+            lambda _: _networks(addresses, file.where("nodePortAddresses"), warnings, primary=True),
+            ",".join(addresses),
+        )
     conntrack = section("conntrack")
     if (liberal := typed(conntrack, "tcpBeLiberal", "conntrack.tcpBeLiberal", bool)) is not None:
         out["conntrack_tcp_be_liberal"] = liberal
@@ -187,8 +476,3 @@ def _from_kube_proxy_config(data: dict[str, Any], source: str) -> dict[str, Any]
     if (scheduler := typed(ipvs, "scheduler", "ipvs.scheduler", str)) is not None and scheduler:
         out["ipvs_scheduler"] = scheduler
     return out
-
-
-def config_mode(data: dict[str, Any]) -> str | None:
-    mode = data.get("mode")
-    return mode if isinstance(mode, str) and mode else None

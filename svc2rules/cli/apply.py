@@ -21,11 +21,13 @@ from svc2rules.cli.common import (
     ConfigOpt,
     ExitCode,
     FileOpt,
+    HostNodeIPOpt,
+    HostNodeNameOpt,
     MasqAllOpt,
-    NodeIPOpt,
-    NodeNameOpt,
+    NodePortAddressesOpt,
     NodeZoneOpt,
     RecursiveOpt,
+    StrictConfigOpt,
     app,
     cli_errors,
     err,
@@ -38,9 +40,12 @@ from svc2rules.cli.options import (
     CommentsOpt,
     DnsFormatOpt,
     DnsServerIPOpt,
+    ForceOpt,
+    ForeignNames,
     IpvsSchedulerOpt,
     JumpsOpt,
     NftLayoutOpt,
+    NodeFacts,
     NodeFlags,
     RenderFlags,
     TableOpt,
@@ -52,11 +57,17 @@ from svc2rules.load import read_sources
 StateDirOpt = Annotated[
     Path,
     typer.Option(
-        "--state-dir", help="Where the last applied state and the lock live.", envvar="SVC2RULES_STATE_DIR"
+        "--state-dir",
+        metavar="DIR",
+        help="Where the last applied state and the lock live.",
+        envvar="SVC2RULES_STATE_DIR",
     ),
 ]
 LockTimeoutOpt = Annotated[
-    float, typer.Option("--lock-timeout", help="Seconds to wait for another run to finish (then exit 3).")
+    float,
+    typer.Option(
+        "--lock-timeout", metavar="SECONDS", help="Seconds to wait for another run to finish (then exit 3)."
+    ),
 ]
 
 
@@ -101,12 +112,14 @@ def apply_command(
     filename: FileOpt = None,
     recursive: RecursiveOpt = False,
     backend: BackendOpt = None,
-    node_name: NodeNameOpt = None,
-    node_ip: NodeIPOpt = None,
+    node_name: HostNodeNameOpt = None,
+    node_ip: HostNodeIPOpt = None,
     node_zone: NodeZoneOpt = None,
     cluster_cidr: ClusterCIDROpt = None,
     masquerade_all: MasqAllOpt = None,
+    nodeport_addresses: NodePortAddressesOpt = None,
     config: ConfigOpt = None,
+    strict_config: StrictConfigOpt = False,
     comments: CommentsOpt = Comments.AUTO,
     chain_prefix: ChainPrefixOpt = DEFAULT_CHAIN_PREFIX,
     table: TableOpt = DEFAULT_TABLE,
@@ -142,11 +155,21 @@ def apply_command(
             help="Apply an input without any Service (removing every Service's rules); refused otherwise.",
         ),
     ] = False,
+    force: ForceOpt = False,
 ) -> None:
     """Load the compiled rules onto this host: validated, one transaction, only what changed."""
     with cli_errors():
         chosen = build_options(
-            NodeFlags(config, node_name, node_ip, node_zone, cluster_cidr, masquerade_all),
+            NodeFlags(
+                config,
+                node_name,
+                node_ip,
+                node_zone,
+                cluster_cidr,
+                masquerade_all,
+                node_port_addresses=nodeport_addresses,
+                strict_config=strict_config,
+            ),
             _render_flags(
                 comments,
                 chain_prefix,
@@ -159,7 +182,10 @@ def apply_command(
                 dns_server_ip,
             ),
             backend,
+            facts=NodeFacts.HOST,
+            foreign=ForeignNames.ALLOW if force else ForeignNames.REFUSE,
         )
+        chosen.warn_missing_facts()
         report = apply_plan(
             _input(filename, recursive, chosen),
             ApplyOptions(
@@ -199,12 +225,14 @@ def diff_command(
     filename: FileOpt = None,
     recursive: RecursiveOpt = False,
     backend: BackendOpt = None,
-    node_name: NodeNameOpt = None,
-    node_ip: NodeIPOpt = None,
+    node_name: HostNodeNameOpt = None,
+    node_ip: HostNodeIPOpt = None,
     node_zone: NodeZoneOpt = None,
     cluster_cidr: ClusterCIDROpt = None,
     masquerade_all: MasqAllOpt = None,
+    nodeport_addresses: NodePortAddressesOpt = None,
     config: ConfigOpt = None,
+    strict_config: StrictConfigOpt = False,
     comments: CommentsOpt = Comments.AUTO,
     chain_prefix: ChainPrefixOpt = DEFAULT_CHAIN_PREFIX,
     table: TableOpt = DEFAULT_TABLE,
@@ -221,7 +249,16 @@ def diff_command(
     try:
         with cli_errors():
             chosen = build_options(
-                NodeFlags(config, node_name, node_ip, node_zone, cluster_cidr, masquerade_all),
+                NodeFlags(
+                    config,
+                    node_name,
+                    node_ip,
+                    node_zone,
+                    cluster_cidr,
+                    masquerade_all,
+                    node_port_addresses=nodeport_addresses,
+                    strict_config=strict_config,
+                ),
                 _render_flags(
                     comments,
                     chain_prefix,
@@ -234,7 +271,10 @@ def diff_command(
                     dns_server_ip,
                 ),
                 backend,
+                facts=NodeFacts.HOST,
+                foreign=ForeignNames.ALLOW,
             )
+            chosen.warn_missing_facts()
             text, changed = diff_plan(
                 _input(filename, recursive, chosen),
                 ApplyOptions(state_dir=state_dir, lock_timeout=lock_timeout),
@@ -265,11 +305,13 @@ def cleanup_command(
         bool, typer.Option("--dry-run", help="Print what would be removed; change nothing.")
     ] = False,
     lock_timeout: LockTimeoutOpt = 60.0,
+    strict_config: StrictConfigOpt = False,
+    force: ForceOpt = False,
 ) -> None:
     """Remove everything svc2rules owns on this host (our chains and jumps, or our table)."""
     with cli_errors():
         chosen = build_options(
-            NodeFlags(config),
+            NodeFlags(config, strict_config=strict_config),
             _render_flags(
                 comments,
                 chain_prefix,
@@ -282,6 +324,8 @@ def cleanup_command(
                 dns_server_ip,
             ),
             backend,
+            facts=NodeFacts.UNUSED,
+            foreign=ForeignNames.ALLOW if force else ForeignNames.REFUSE,
         )
         report = cleanup_host(
             chosen.backend,

@@ -16,10 +16,14 @@ from svc2rules.cli.common import (
     MasqAllOpt,
     NodeIPOpt,
     NodeNameOpt,
+    NodePortAddressesOpt,
     NodeZoneOpt,
     RecursiveOpt,
+    StrictConfigOpt,
     app,
+    choices,
     cli_errors,
+    completes,
     err,
     warn,
 )
@@ -38,11 +42,18 @@ from svc2rules.cli.options import (
     build_options,
 )
 from svc2rules.compile import compile_sources
-from svc2rules.errors import UsageError
+from svc2rules.errors import UsageError, quote_value
 from svc2rules.load import read_sources
 
+# `ir` is the first name of `json` (the resolved model as canonical JSON), kept as it was.
+OUTPUTS = ("rules", "json", "yaml", "ir")
 
-@app.command("compile")
+
+@app.command(
+    "compile",
+    epilog="Example: svc2rules compile -f examples/cluster.yaml --node-name node1 --node-ip "
+    "192.168.0.2 --cluster-cidr 10.0.0.0/8 > rules.v4",
+)
 def compile_command(
     filename: FileOpt = None,
     recursive: RecursiveOpt = False,
@@ -52,10 +63,19 @@ def compile_command(
     node_zone: NodeZoneOpt = None,
     cluster_cidr: ClusterCIDROpt = None,
     masquerade_all: MasqAllOpt = None,
+    nodeport_addresses: NodePortAddressesOpt = None,
     config: ConfigOpt = None,
+    strict_config: StrictConfigOpt = False,
     output: Annotated[
         str,
-        typer.Option("-o", "--output", help="'rules' (the ruleset) or 'ir' (the resolved model as JSON)."),
+        typer.Option(
+            "-o",
+            "--output",
+            metavar=choices(OUTPUTS),
+            autocompletion=completes(OUTPUTS),
+            help="'rules': the ruleset; 'json' (or 'ir') / 'yaml': the resolved model every backend "
+            "renders from.",
+        ),
     ] = "rules",
     comments: CommentsOpt = Comments.AUTO,
     chain_prefix: ChainPrefixOpt = DEFAULT_CHAIN_PREFIX,
@@ -67,12 +87,23 @@ def compile_command(
     ipvs_scheduler: IpvsSchedulerOpt = None,
     nft_layout: NftLayoutOpt = None,
 ) -> None:
-    """Compile manifests into a ruleset on stdout (diagnostics on stderr)."""
+    """Compile manifests (Services, EndpointSlices, Endpoints) into the chosen backend's ruleset
+    on stdout; diagnostics on stderr. Pure: reads no host state, so the output depends on the
+    input and the flags alone (warnings say which node facts are missing)."""
     with cli_errors():
-        if output not in ("rules", "ir"):
-            raise UsageError(f"--output must be 'rules' or 'ir', got {output!r}")
+        if output not in OUTPUTS:
+            raise UsageError(f"--output must be one of {', '.join(OUTPUTS)}, got {quote_value(output)}")
         chosen = build_options(
-            NodeFlags(config, node_name, node_ip, node_zone, cluster_cidr, masquerade_all),
+            NodeFlags(
+                config,
+                node_name,
+                node_ip,
+                node_zone,
+                cluster_cidr,
+                masquerade_all,
+                node_port_addresses=nodeport_addresses,
+                strict_config=strict_config,
+            ),
             RenderFlags(
                 comments,
                 chain_prefix,
@@ -90,8 +121,13 @@ def compile_command(
         compiled = compile_sources(sources, chosen.config)
         warn(compiled.warnings)
         plan = compiled.plan()
-        if output == "ir":
+        chosen.warn_missing_facts()
+        if output in ("ir", "json"):
             sys.stdout.write(plan.to_json())
+            sys.stdout.flush()
+            return
+        if output == "yaml":
+            sys.stdout.write(_yaml(plan.to_json()))
             sys.stdout.flush()
             return
         artifact = get_backend(chosen.backend).render(plan, chosen.render)
@@ -99,3 +135,12 @@ def compile_command(
             err(f"warning: {warning}")
         sys.stdout.write(artifact.text)
         sys.stdout.flush()
+
+
+def _yaml(canonical_json: str) -> str:
+    """The model as YAML: the same data and key order as the canonical JSON."""
+    import json
+
+    import yaml
+
+    return yaml.safe_dump(json.loads(canonical_json), sort_keys=False, default_flow_style=False)

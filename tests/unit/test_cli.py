@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import yaml
 from typer.testing import CliRunner
 
 from svc2rules import __version__
@@ -117,7 +119,7 @@ def test_config_file_supplies_settings_and_flags_override(tmp_path: Path) -> Non
 
 def test_bad_config_file_is_a_usage_error(tmp_path: Path) -> None:
     config = tmp_path / "kp.yaml"
-    config.write_text("apiVersion: v1\nkind: ConfigMap\n")
+    config.write_text("apiVersion: apps/v1\nkind: Deployment\n")
     code, out, err = compile_("--config", str(config), stdin=MANIFEST)
     assert code == 2 and out == "" and "KubeProxyConfiguration: kind" in err
 
@@ -147,3 +149,187 @@ def test_nft_layout_selects_the_kube_proxy_compatible_layout() -> None:
     assert "-ns1/svc1/tcp/p80" in compatible
     code, out, err = compile_("--backend", "nftables", "--nft-layout", "flat", *NODE_ARGS, stdin=MANIFEST)
     assert (code, out) == (2, "") and "unknown nftables layout 'flat'" in err
+
+
+# -- node facts -------------------------------------------------------------------------------
+
+
+def test_compile_without_node_facts_warns_what_each_missing_fact_changes() -> None:
+    code, out, err = compile_(stdin=MANIFEST)
+    assert code == 0 and "SVC2R-SVC-" in out
+    lines = err.splitlines()
+    assert len(lines) == 3 and all(line.startswith("warning: ") for line in lines), err
+    assert "no node name (--node-name" in lines[0] and "externalTrafficPolicy" in lines[0]
+    assert "can't determine this node's IP (--node-ip" in lines[1] and "NodePorts" in lines[1]
+    assert "no cluster CIDR specified (--cluster-cidr" in lines[2] and "masqueraded" in lines[2]
+
+
+def test_compile_with_every_node_fact_says_nothing() -> None:
+    assert compile_(*NODE_ARGS, stdin=MANIFEST)[2] == ""
+
+
+def test_the_config_file_supplies_node_facts_too(tmp_path: Path) -> None:
+    config = tmp_path / "kp.yaml"
+    config.write_text(f"{KP}clusterCIDR: 10.0.0.0/8\nhostnameOverride: node1\nbindAddress: 192.168.0.2\n")
+    code, out, err = compile_("--config", str(config), stdin=MANIFEST)
+    assert (code, err) == (0, "")
+    assert out == compile_(*NODE_ARGS, stdin=MANIFEST)[1]
+
+
+def test_invalid_input_gets_its_errors_alone() -> None:
+    code, out, err = compile_(stdin=to_yaml(service(ports=[{"name": "p", "port": 0}])))
+    assert (code, out) == (2, "") and err.count("\n") == 1 and "spec.ports[0].port" in err
+
+
+# -- usage errors ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--chain-prefix", "my prefix"], "error: --chain-prefix: "),
+        (["--chain-prefix", "TOOLONGPREFIX"], "error: --chain-prefix: "),
+        (["--table", "my table"], "error: --table: invalid table name"),
+        (["--node-ip", "192.168.0.300"], 'error: --node-ip: invalid IP address "192.168.0.300"'),
+        (["--node-name", ""], "error: --node-name: invalid node name"),
+        (["--hostname-override", " "], "error: --node-name: invalid node name"),
+        (["--cluster-cidr", "10.0.0.0/99"], 'error: --cluster-cidr: invalid CIDR "10.0.0.0/99"'),
+        (["--cluster-cidr", "10.0.0.0/8,11.0.0.0/8"], "error: --cluster-cidr: at most one cluster CIDR"),
+        (["--nodeport-addresses", "everywhere"], 'error: --nodeport-addresses: invalid CIDR "everywhere"'),
+        (["--backend", "pf"], "error: --backend: unknown backend 'pf'"),
+        (["--proxy-mode", "kernelspace"], "error: --backend: unknown backend 'kernelspace'"),
+        (["-o", "xml"], "error: --output must be one of rules, json, yaml, ir"),
+        (["--nft-layout", "flat"], "error: --nft-layout: unknown nftables layout 'flat'"),
+        (["--backend", "dns", "--dns-format", "bind"], "error: --dns-format must be one of zone, hosts"),
+        (["--comments", "sometimes"], "Invalid value for '--comments'"),
+        (["--no-such-flag"], "No such option: --no-such-flag"),
+        (["--node-ip"], "Option '--node-ip' requires an argument"),
+    ],
+)
+def test_every_usage_error_exits_2_naming_the_flag(args: list[str], message: str) -> None:
+    code, out, err = compile_(*NODE_ARGS, *args, stdin=MANIFEST)
+    assert (code, out) == (2, ""), err
+    assert message in err and "internal error" not in err, err
+
+
+@pytest.mark.parametrize("command", ["apply", "diff", "cleanup"])
+def test_host_commands_name_bad_flags_before_touching_anything(command: str, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    result = runner.invoke(
+        app, [command, "--state-dir", str(state), "--chain-prefix", "my prefix"], input=MANIFEST
+    )
+    assert result.exit_code == 2 and result.stderr.startswith("error: --chain-prefix: "), result.stderr
+    assert not state.exists()
+
+
+def test_a_cidr_with_host_bits_is_warned_and_used_as_its_network() -> None:
+    cidr = ["--node-name", "node1", "--node-ip", "192.168.0.2", "--cluster-cidr"]
+    code, out, err = compile_(*cidr, "10.0.0.1/8", stdin=MANIFEST)
+    assert code == 0 and out == compile_(*cidr, "10.0.0.0/8", stdin=MANIFEST)[1]
+    assert (
+        err == "warning: --cluster-cidr: 10.0.0.1/8 has host bits set; using 10.0.0.0/8, as kube-proxy does\n"
+    )
+
+
+# -- names that are kube-proxy's ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (
+            ["--chain-prefix", "KUBE"],
+            "--chain-prefix KUBE: KUBE-* are kube-proxy's (and the kubelet's) chains",
+        ),
+        (
+            ["--chain-prefix", "KUBE-X"],
+            "--chain-prefix KUBE-X: KUBE-* are kube-proxy's (and the kubelet's) chains",
+        ),
+        (["--table", "kube-proxy"], "--table kube-proxy: kube-proxy's nftables table"),
+        (["--table", "nat"], "--table nat: iptables-nft's table"),
+    ],
+)
+def test_kube_proxys_names_need_force_to_be_written(args: list[str], named: str, tmp_path: Path) -> None:
+    code, out, err = compile_(*NODE_ARGS, *args, stdin=MANIFEST)
+    assert code == 0 and out and err == f"warning: {named}; loading this output replaces them\n"
+    for command in ("apply", "cleanup"):
+        state = tmp_path / command
+        argv = [command, "--state-dir", str(state), *args]
+        result = runner.invoke(app, [*argv, *(NODE_ARGS if command == "apply" else [])], input=MANIFEST)
+        assert result.exit_code == 2, result.stderr
+        assert (
+            result.stderr
+            == f"error: {named}; svc2rules would replace or remove its rules (--force to do it anyway)\n"
+        )
+        assert not state.exists()
+
+
+def test_force_lets_a_kube_proxy_name_through(tmp_path: Path) -> None:
+    # Past the name check, a dry run needs no privileges: it reads no kernel state.
+    result = runner.invoke(
+        app,
+        ["apply", "--dry-run", "--state-dir", str(tmp_path), "--chain-prefix", "KUBE", "--force", *NODE_ARGS],
+        input=MANIFEST,
+    )
+    assert "--chain-prefix KUBE" not in result.stderr, result.stderr
+
+
+# -- output formats -----------------------------------------------------------------------------
+
+
+def test_json_and_yaml_print_the_resolved_model_and_ir_is_json() -> None:
+    code, ir, _ = compile_("-o", "ir", *NODE_ARGS, stdin=MANIFEST)
+    assert code == 0
+    assert compile_("-o", "json", *NODE_ARGS, stdin=MANIFEST)[1] == ir
+    code, text, _ = compile_("--output", "yaml", *NODE_ARGS, stdin=MANIFEST)
+    assert code == 0 and yaml.safe_load(text) == json.loads(ir)
+
+
+# -- the config file ----------------------------------------------------------------------------
+
+KP = "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\n"
+
+
+def test_a_misspelled_config_field_is_named_and_strict_config_refuses_it(tmp_path: Path) -> None:
+    config = tmp_path / "kp.yaml"
+    config.write_text(f"{KP}clusterCidr: 10.0.0.0/8\n")
+    code, out, err = compile_("--config", str(config), *NODE_ARGS, stdin=MANIFEST)
+    assert code == 0 and out == compile_(*NODE_ARGS, stdin=MANIFEST)[1]
+    assert err == (
+        f"warning: {config}: KubeProxyConfiguration: clusterCidr: unknown field (did you mean "
+        "'clusterCIDR'?); ignored (--strict-config refuses it)\n"
+    )
+    code, out, err = compile_("--config", str(config), "--strict-config", *NODE_ARGS, stdin=MANIFEST)
+    assert (code, out) == (2, "")
+    assert err == (
+        f"error: {config}: KubeProxyConfiguration: clusterCidr: unknown field (did you mean "
+        "'clusterCIDR'?) (--strict-config)\n"
+    )
+
+
+def test_an_invalid_config_value_names_the_file_the_field_and_the_value(tmp_path: Path) -> None:
+    config = tmp_path / "kp.yaml"
+    config.write_text(f"{KP}mode: kernelspace\n")
+    code, out, err = compile_("--config", str(config), *NODE_ARGS, stdin=MANIFEST)
+    assert (code, out) == (2, "")
+    assert err.startswith(f'error: {config}: KubeProxyConfiguration: mode: Unsupported value: "kernelspace"')
+    config.write_text(f"{KP}clusterCIDR: 10.0.0.0/99\n")
+    code, out, err = compile_("--config", str(config), stdin=MANIFEST)
+    assert (code, out) == (2, "")
+    assert err == f'error: {config}: KubeProxyConfiguration: clusterCIDR: invalid CIDR "10.0.0.0/99"\n'
+
+
+def test_kubeadms_kube_proxy_config_map_is_read_as_is(tmp_path: Path) -> None:
+    config = tmp_path / "cm.yaml"
+    conf = f"{KP}mode: nftables\nclusterCIDR: 10.0.0.0/8\nbindAddress: 0.0.0.0\nhostnameOverride: ''\n"
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "kube-proxy", "namespace": "kube-system"},
+        "data": {"config.conf": conf, "kubeconfig.conf": "apiVersion: v1\nkind: Config\n"},
+    }
+    config.write_text(yaml.safe_dump(config_map))
+    args = ["--node-name", "node1", "--node-ip", "192.168.0.2"]
+    code, out, err = compile_("--config", str(config), *args, stdin=MANIFEST)
+    assert (code, err) == (0, "")
+    assert out == compile_("--backend", "nftables", *NODE_ARGS, stdin=MANIFEST)[1]
