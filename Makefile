@@ -10,7 +10,10 @@ APT_TOOLS := iptables-restore nft ip conntrack ipset ipvsadm sysctl modprobe qem
 
 .PHONY: demo test lint typecheck unit golden bench bench-nft bench-latency bench-apply bench-userspace bench-ipvs system-deps clean
 
-demo: $(STAMP)
+# Only the ruleset goes to stdout (`make demo > rules.v4`): the install, when it runs, says what
+# it does on stderr.
+demo:
+	@$(MAKE) --no-print-directory $(STAMP) >&2
 	@$(BIN)/svc2rules compile -f examples/cluster.yaml --node-name node1 --node-ip 192.168.0.2 --cluster-cidr 10.0.0.0/8
 
 test: system-deps $(STAMP)
