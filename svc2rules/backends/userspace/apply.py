@@ -197,7 +197,7 @@ def _digest(chains: OwnedChains, snap: Snapshot) -> str:
 def _summary(snap: Snapshot) -> str:
     rules = sum(len(specs) for chains in snap.chains.values() for specs in chains.values())
     jumps = sum(len(j) for j in snap.jumps.values())
-    return f"{snap.chain_count} chain(s), {rules} rule(s) and {jumps} jump(s) loaded"
+    return f"{snap.chain_count} chain(s), {rules} rule(s) and {jumps} jump(s)"
 
 
 def _payload(steps: Sequence[Step]) -> str:
