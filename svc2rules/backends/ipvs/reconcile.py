@@ -98,8 +98,12 @@ def ledger_entry(vs: VirtualServer) -> str:
 
 
 def ledger_key(entry: Entry) -> Key | None:
-    """The virtual server a ledger entry records."""
-    return ipset.read_ip_port(entry.element)
+    """The virtual server a ledger entry records (its `Key`: protocol, address, port)."""
+    found = ipset.read_ip_port(entry.element)
+    if found is None:
+        return None
+    address, protocol, port = found
+    return (protocol, address, port)
 
 
 def ledger_set(rules: IpvsRuleset, names: IpvsNames) -> IpSet:

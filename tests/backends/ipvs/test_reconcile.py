@@ -12,11 +12,11 @@ from svc2rules.backends.ipvs import ops
 from svc2rules.backends.ipvs.kernel import LiveService
 from svc2rules.backends.ipvs.model import IpvsRuleset
 from svc2rules.backends.ipvs.names import IpvsNames
-from svc2rules.backends.ipvs.reconcile import Live, Planned, Wanted, drain_key, ledger_set, plan
+from svc2rules.backends.ipvs.reconcile import Live, Planned, Wanted, drain_key, ledger_key, ledger_set, plan
 from svc2rules.backends.owned_chains import Snapshot
 from svc2rules.errors import ApplyError
 from svc2rules.family import IPFamily
-from svc2rules.syntax import xtables
+from svc2rules.syntax import ipset, xtables
 from svc2rules.syntax.ipset import IpSet, SetOptions
 from svc2rules.syntax.ipvsadm import RealServer, VirtualServer
 
@@ -200,3 +200,17 @@ def test_drifted_companion_rules_are_rewritten_with_an_undo() -> None:
     assert xtables.DeclareChain("SVC2R-IPVS-SERVICES") in nat.commands
     undo = next(section for section in rewrite.undo if section.table == "nat")
     assert xtables.DeleteChain("SVC2R-IPVS-SERVICES") in undo.commands  # the chain did not exist before
+
+
+def test_the_ledger_read_back_names_every_virtual_server_it_records() -> None:
+    """A NodePort virtual server is not on our dummy interface: only the ledger says it is ours."""
+    rules = ruleset(
+        [
+            service("np", "172.30.0.10", protocol="SCTP", type="NodePort", node_port=30009),
+            slice_("np", [("10.180.0.1", "node2")], protocol="SCTP"),
+        ]
+    )
+    read_back = ipset.read_save(ipset.write(ipset.filled(ledger_set(rules, NAMES))))
+    recorded = {ledger_key(entry) for entry in read_back[NAMES.owned_virtual_servers].entries}
+    assert recorded == {vs.key for vs in rules.virtual_servers}
+    assert ("sctp", "192.168.0.2", 30009) in recorded
