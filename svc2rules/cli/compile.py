@@ -28,6 +28,7 @@ from svc2rules.cli.common import (
     warn,
 )
 from svc2rules.cli.options import (
+    NODE_INDEPENDENT_BACKENDS,
     ChainPrefixOpt,
     ClusterDomainOpt,
     CommentsOpt,
@@ -121,7 +122,8 @@ def compile_command(
         compiled = compile_sources(sources, chosen.config)
         warn(compiled.warnings)
         plan = compiled.plan()
-        chosen.warn_missing_facts()
+        if output != "rules" or chosen.backend not in NODE_INDEPENDENT_BACKENDS:
+            chosen.warn_missing_facts()
         if output in ("ir", "json"):
             sys.stdout.write(plan.to_json())
             sys.stdout.flush()

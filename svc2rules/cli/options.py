@@ -166,6 +166,10 @@ class RenderFlags:
         return {name: value for name, value in given.items() if value is not None}
 
 
+# Backends whose output does not depend on the node: DNS records are the same on every node.
+NODE_INDEPENDENT_BACKENDS = frozenset({"dns"})
+
+
 @dataclass(frozen=True, slots=True)
 class CommandOptions:
     config: ProxyConfig

@@ -168,6 +168,11 @@ def test_compile_with_every_node_fact_says_nothing() -> None:
     assert compile_(*NODE_ARGS, stdin=MANIFEST)[2] == ""
 
 
+def test_dns_records_need_no_node_facts() -> None:
+    code, out, err = compile_("--backend", "dns", stdin=MANIFEST)
+    assert (code, err) == (0, "") and "svc1.ns1.svc" in out
+
+
 def test_the_config_file_supplies_node_facts_too(tmp_path: Path) -> None:
     config = tmp_path / "kp.yaml"
     config.write_text(f"{KP}clusterCIDR: 10.0.0.0/8\nhostnameOverride: node1\nbindAddress: 192.168.0.2\n")
