@@ -42,9 +42,9 @@ from svc2rules.cli.options import (
     TableOpt,
     build_options,
 )
-from svc2rules.compile import compile_sources
+from svc2rules.compile import ServiceEntry, compile_sources
 from svc2rules.errors import UsageError, quote_value
-from svc2rules.load import read_sources
+from svc2rules.load import Source, read_sources
 
 # `ir` is the first name of `json` (the resolved model as canonical JSON), kept as it was.
 OUTPUTS = ("rules", "json", "yaml", "ir")
@@ -121,6 +121,10 @@ def compile_command(
         sources = read_sources(filename or [], recursive=recursive, stdin=sys.stdin.buffer)
         compiled = compile_sources(sources, chosen.config)
         warn(compiled.warnings)
+        if not compiled.services:
+            err(f"warning: {_no_services(sources)}")
+        elif all(len(entry.members) == 1 for entry in compiled.services):
+            err(f"warning: {_no_endpoints(compiled.services)}")
         plan = compiled.plan()
         if output != "rules" or chosen.backend not in NODE_INDEPENDENT_BACKENDS:
             chosen.warn_missing_facts()
@@ -146,3 +150,21 @@ def _yaml(canonical_json: str) -> str:
     import yaml
 
     return yaml.safe_dump(json.loads(canonical_json), sort_keys=False, default_flow_style=False)
+
+
+def _no_services(sources: list[Source]) -> str:
+    names = ", ".join(dict.fromkeys(source.name for source in sources)) or "the input"
+    return (
+        f"{names}: no Service objects: the output has no Service rules, and loading it removes "
+        "every Service's (a failed kubectl, a folder read without -R?)"
+    )
+
+
+def _no_endpoints(services: list[ServiceEntry]) -> str:
+    """Not one Service has an EndpointSlice or Endpoints: the input lacks them altogether."""
+    names = ", ".join(entry.name for entry in services[:3]) + (", ..." if len(services) > 3 else "")
+    return (
+        f"none of the {len(services)} Service(s) ({names}) has an EndpointSlice or Endpoints in the "
+        "input, so every Service with a selector rejects its traffic; the kubectl command probably "
+        "lacks endpointslices (kubectl get svc,endpointslices -A -o yaml)"
+    )

@@ -181,6 +181,28 @@ def test_the_config_file_supplies_node_facts_too(tmp_path: Path) -> None:
     assert out == compile_(*NODE_ARGS, stdin=MANIFEST)[1]
 
 
+def test_an_input_without_services_is_warned() -> None:
+    code, out, err = compile_(*NODE_ARGS, stdin="")
+    assert code == 0 and out
+    assert err == (
+        "warning: <stdin>: no Service objects: the output has no Service rules, and loading it "
+        "removes every Service's (a failed kubectl, a folder read without -R?)\n"
+    )
+
+
+def test_services_without_any_endpoint_object_are_warned_with_the_likely_cause() -> None:
+    services = [service(f"svc{i}", clusterIP=f"172.30.0.{i + 1}") for i in range(4)]
+    code, out, err = compile_(*NODE_ARGS, stdin=to_yaml(*services))
+    assert code == 0 and "has no endpoints" in out
+    assert err == (
+        "warning: none of the 4 Service(s) (ns1/svc0, ns1/svc1, ns1/svc2, ...) has an EndpointSlice "
+        "or Endpoints in the input, so every Service with a selector rejects its traffic; the kubectl "
+        "command probably lacks endpointslices (kubectl get svc,endpointslices -A -o yaml)\n"
+    )
+    # One Service with an EndpointSlice is enough to say the input has them.
+    assert compile_(*NODE_ARGS, stdin=to_yaml(*services, endpoint_slice("svc0")))[2] == ""
+
+
 def test_invalid_input_gets_its_errors_alone() -> None:
     code, out, err = compile_(stdin=to_yaml(service(ports=[{"name": "p", "port": 0}])))
     assert (code, out) == (2, "") and err.count("\n") == 1 and "spec.ports[0].port" in err
