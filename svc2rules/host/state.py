@@ -17,7 +17,9 @@ A bulk file is a log of records: the whole bulk part, then what later states cha
 and the records that make its state, each with its offset, length and CRC-32; a record is
 appended (and fsynced) before the JSON that names it, always right after the records the
 current state names, so no state ever names a missing or partial record. A log that has
-grown is started afresh (a new file), and bulk files no state names are removed.
+grown is started afresh (a new file), and bulk files no state names are removed, as are the
+temporary files of writes that failed (a full disk) or were killed: by the next write, commit or
+drop, and by remove().
 """
 
 from __future__ import annotations
@@ -104,6 +106,7 @@ class StateStore:
         """Write the state a kernel write is about to load. `touched` may say, for bulk entries
         that are tables of tables, the only inner keys that can differ from the state last
         completed (an applier that changed a few of 100k elements knows which)."""
+        self._remove_temporaries()
         state = dict(state)
         bulk = {key: state.pop(key) for key in self.bulk_keys if key in state}
         if bulk:
@@ -125,9 +128,20 @@ class StateStore:
         self._collect()
 
     def remove(self) -> None:
-        for path in (self.path, self.pending_path, *self._bulk_files()):
+        for path in (self.path, self.pending_path, *self._bulk_files(), *self._temporaries()):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+
+    def _temporaries(self) -> list[Path]:
+        """What writes leave when they fail or are killed before their rename: the bulk file's
+        `.tmp` and the JSON files' `.tmp<pid>`."""
+        patterns = (f"{self.backend}.*.bulk.tmp", f"{self.path.name}.tmp*", f"{self.pending_path.name}.tmp*")
+        return sorted(path for pattern in patterns for path in self.dir.glob(pattern))
+
+    def _remove_temporaries(self) -> None:
+        """Runs hold the lock, so any temporary here is a failed or killed run's leftover."""
+        for path in self._temporaries():
+            _unlink_quietly(path)
 
     # -- bulk files ------------------------------------------------------------------------------
 
@@ -157,6 +171,7 @@ class StateStore:
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
         except OSError as exc:
+            _unlink_quietly(tmp)  # a full disk must not keep what did fit
             raise ApplyError(f"cannot write state file {path}: {exc.strerror or exc}") from exc
         return {"file": name, "records": [(0, len(data), zlib.crc32(data))]}
 
@@ -185,6 +200,7 @@ class StateStore:
             if path.name not in keep:
                 with contextlib.suppress(OSError):
                     path.unlink()
+        self._remove_temporaries()
 
 
 def _diff(old: dict[Any, Any], new: dict[Any, Any], touched: dict[Any, Any] | None = None) -> dict[Any, Any]:
@@ -270,7 +286,13 @@ def _write(path: Path, state: dict[str, Any]) -> None:
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except OSError as exc:
+        _unlink_quietly(tmp)
         raise ApplyError(f"cannot write state file {path}: {exc.strerror or exc}") from exc
+
+
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
 
 
 def _fsync_dir(folder: Path) -> None:
