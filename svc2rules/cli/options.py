@@ -281,7 +281,10 @@ def with_host_facts(config: ProxyConfig, notes: list[str]) -> ProxyConfig:
     one found is said in `notes`."""
     from svc2rules.host.node import host_name, primary_address
     from svc2rules.host.runner import Runner
+    from svc2rules.host.system import require_net_admin
 
+    # A command that cannot run here says only that (as it would without this lookup).
+    require_net_admin()
     update: dict[str, Any] = {}
     if config.node_name is None and (name := host_name()) is not None:
         update["node_name"] = name
