@@ -39,7 +39,8 @@ def dns(endpoint_ip: str) -> str:
 
 
 def ask(lab: Lab) -> str:
-    attempt = Attempt("udp", EXT_CLIENT, CLIENT_PORT, VIP, PORT, 1.0)
+    # Resent until answered (probe.py): the same socket, so the same 5-tuple and conntrack entry.
+    attempt = Attempt("udp", EXT_CLIENT, CLIENT_PORT, VIP, PORT)
     (outcome,) = asyncio.run(run_attempts(lab.topo.workers["ext"], [attempt]))
     assert isinstance(outcome, Answered), outcome
     return outcome.endpoint

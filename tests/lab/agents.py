@@ -29,6 +29,10 @@ Proto = Literal["tcp", "udp"]
 # Not exported by Python's socket module on Linux, values from <linux/in.h>.
 IP_PKTINFO = 8
 IP_TRANSPARENT = 19
+SO_RCVBUFFORCE = 33  # <asm-generic/socket.h>: like SO_RCVBUF, past net.core.rmem_max (root)
+# Hundreds of probe datagrams can arrive while the reactor thread waits for the CPU (a busy host):
+# the default receive buffer (~200 KiB, a few hundred small datagrams) would overflow and drop some.
+UDP_RCVBUF = 8 << 20
 _PKTINFO = struct.Struct("i4s4s")  # struct in_pktinfo { ifindex; spec_dst; addr; }
 
 
@@ -55,7 +59,8 @@ class Reactor:
                 cls._instance = cls()
             return cls._instance
 
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120.0) -> T:
+        """Bounds a hang, not a speed: a busy host may take a while to serve the loop thread."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
 
@@ -72,6 +77,10 @@ def _make_listen_socket(proto: Proto, port: int, transparent: bool) -> socket.so
             # Bound to 0.0.0.0, a UDP socket must learn which address was hit and reply from it, or
             # conntrack cannot match the reply to the DNATed flow.
             sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, UDP_RCVBUF)
+            except PermissionError:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
         sock.bind(("0.0.0.0", port))
         if proto == "tcp":
             sock.listen(4096)

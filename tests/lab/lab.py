@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from . import netns
 from .agents import Listeners
 from .loaders import Loader
-from .probe import Attempt, Origin, Outcome, Probe, ProbeResult, Proto, run_attempts
+from .probe import Attempt, Batch, Origin, Outcome, Probe, ProbeResult, Proto, run_attempts
 from .topology import EXT_CLIENT, EXT_CLIENTS, NODE_ADDRESSES, POD_CLIENT, POD_CLIENTS, Topology
 
 # Client source ports come from above the kernel's ephemeral range (32768-60999) and are reserved:
@@ -89,12 +89,13 @@ class Lab:
         *,
         src: str | tuple[str, ...] | None = None,
         count: int = 1,
-        timeout: float = 1.0,
+        expect_drop: bool = False,
     ) -> ProbeResult:
-        return self.probe_many([Probe(origin, dst, port, proto, src, count, timeout)])[0]
+        return self.probe_many([Probe(origin, dst, port, proto, src, count, expect_drop)])[0]
 
     def probe_many(self, probes: Sequence[Probe]) -> list[ProbeResult]:
-        """Run every connection of every probe concurrently."""
+        """Run every connection of every probe concurrently, as one batch (see probe.py: expected
+        drops are watched until the connections that should be answered have their verdict)."""
         plans: list[tuple[Probe, list[str | None], list[Attempt]]] = []
         for p in probes:
             srcs = [self._default_src(p.origin) if s is None else s for s in p.sources()]
@@ -110,9 +111,12 @@ class Lab:
         self.pods.ensure(ports)
 
         async def run_all() -> list[list[Outcome]]:
+            batch = Batch()
+            for _, _, attempts in plans:
+                batch.add(attempts)
             return list(
                 await asyncio.gather(
-                    *(run_attempts(self.topo.workers[_ORIGIN_ROLE[p.origin]], a) for p, _, a in plans)
+                    *(run_attempts(self.topo.workers[_ORIGIN_ROLE[p.origin]], a, batch) for p, _, a in plans)
                 )
             )
 
@@ -123,7 +127,7 @@ class Lab:
 
     def _attempt(self, p: Probe, src: str | None) -> Attempt:
         port = self._src_port(p.origin, src, p.proto)
-        return Attempt(p.proto, src or "0.0.0.0", port, p.dst, p.port, p.timeout)
+        return Attempt(p.proto, src or "0.0.0.0", port, p.dst, p.port, p.timeout, p.expect_drop)
 
     def _default_src(self, origin: Origin) -> str | None:
         return {"ext": EXT_CLIENT, "pod": POD_CLIENT, "node": None}[origin]

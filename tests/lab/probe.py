@@ -8,29 +8,49 @@ Outcome per connection:
   node addresses) answered.
 * :class:`Rejected` — ECONNREFUSED / ICMP unreachable / RST, or EPERM on a node-local send
   (netfilter refusing a locally generated packet).
-* :class:`Dropped` — no answer within the timeout.
+* :class:`Dropped` — no answer by the attempt's deadline (see below).
 * :class:`Failed` — anything else (e.g. connected but no answer): always a bug somewhere.
+
+The lab shares its machine with whatever else runs there, so an answer may be late or a datagram
+lost on a busy host. No single packet decides a verdict: a UDP probe is resent (on the same socket,
+so the same conntrack entry and endpoint) and a TCP connect keeps the kernel's SYN retransmissions,
+until an answer or the deadline. The deadline depends on what the test expects:
+
+* a connection that should be answered (the default) is given :data:`ANSWER_DEADLINE`, generous:
+  only a failing test ever waits that long, an answer ends the wait at once;
+* a connection the test expects to be dropped (``expect_drop``) is watched for :data:`DROP_WINDOW`
+  *and* until every should-be-answered connection of the same batch has its verdict, so that on a
+  slow host the window stretches with the traffic that proves the lab is moving packets.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
 import socket
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from .netns import NetnsWorker
 from .topology import NODE_ADDRESSES
 
+T = TypeVar("T")
 Origin = Literal["ext", "pod", "node"]
 Proto = Literal["tcp", "udp"]
 
-DEFAULT_TIMEOUT = 1.0
+#: Seconds a connection that should be answered keeps being tried before it counts as Dropped.
+ANSWER_DEADLINE = 30.0
+#: Seconds a connection expected to be dropped is watched for an (unexpected) answer, at least.
+DROP_WINDOW = 2.0
+#: A UDP probe without an answer is resent after this, then after twice as long, up to the cap.
+UDP_RESEND_FIRST = 0.25
+UDP_RESEND_CAP = 2.0
 MAX_IN_FLIGHT = 256
+UDP_PAYLOAD = b"s2r-probe\n"
 
 # Errors that mean "something on the path actively refused".
 _REJECT_ERRNOS = {
@@ -89,6 +109,10 @@ class Probe:
     ``src`` picks the client address (it must exist in the origin namespace); ``None`` means the
     lab default for that origin (ext 203.0.113.1, pod 10.180.0.200) or, for the node, whatever the
     kernel picks. ``src`` may also be a sequence: connection *i* uses ``src[i % len(src)]``.
+
+    ``expect_drop`` says the test expects no answer: the connections are then watched for
+    :data:`DROP_WINDOW` (and until the batch's other connections settled) instead of being retried
+    until :data:`ANSWER_DEADLINE`. It only sets how long to wait; the verdict is still what happened.
     """
 
     origin: Origin
@@ -97,7 +121,12 @@ class Probe:
     proto: Proto = "tcp"
     src: str | tuple[str, ...] | None = None
     count: int = 1
-    timeout: float = DEFAULT_TIMEOUT
+    expect_drop: bool = False
+
+    @property
+    def timeout(self) -> float:
+        """Seconds without an answer after which a connection of this probe counts as Dropped."""
+        return DROP_WINDOW if self.expect_drop else ANSWER_DEADLINE
 
     def sources(self) -> list[str | None]:
         if self.src is None or isinstance(self.src, str):
@@ -191,48 +220,122 @@ def _classify_error(exc: OSError, stage: str) -> Outcome:
 
 @dataclass(frozen=True)
 class Attempt:
+    """One connection. ``timeout``: seconds without an answer before it counts as Dropped."""
+
     proto: Proto
     src: str
     src_port: int
     dst: str
     port: int
-    timeout: float
+    timeout: float = ANSWER_DEADLINE
+    expect_drop: bool = False
 
 
-async def _tcp(loop: asyncio.AbstractEventLoop, sock: socket.socket, a: Attempt) -> Outcome:
-    try:
-        await asyncio.wait_for(loop.sock_connect(sock, (a.dst, a.port)), a.timeout)
-    except TimeoutError:
+class Batch:
+    """The should-be-answered connections of one round of probes that have no verdict yet.
+
+    Expected drops wait for them (:func:`_give_up`): while answers are still arriving, the host is
+    slow and a short window would prove nothing.
+    """
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self.settled = asyncio.Event()
+        self.settled.set()
+
+    def add(self, attempts: Sequence[Attempt]) -> None:
+        self.pending += sum(not a.expect_drop for a in attempts)
+        if self.pending:
+            self.settled.clear()
+
+    def done(self, a: Attempt) -> None:
+        if not a.expect_drop:
+            self.pending -= 1
+            if self.pending == 0:
+                self.settled.set()
+
+
+async def _give_up(a: Attempt, batch: Batch) -> None:
+    """Returns when ``a`` has waited long enough for an answer."""
+    await asyncio.sleep(a.timeout)
+    if a.expect_drop:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(batch.settled.wait(), ANSWER_DEADLINE)
+
+
+async def _first(op: asyncio.Future[T], stop: asyncio.Future[None], wait: float | None = None) -> bool:
+    """Wait for ``op`` (True), or ``stop`` or ``wait`` seconds (False, ``op`` still pending).
+
+    ``op`` wins a tie: an answer that is there counts, however late the loop looked.
+    """
+    either: set[asyncio.Future[Any]] = {op, stop}
+    await asyncio.wait(either, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+    return op.done()
+
+
+async def _cancel(op: asyncio.Future[T]) -> None:
+    if not op.done():
+        op.cancel()
+    with contextlib.suppress(asyncio.CancelledError, OSError):
+        await op
+
+
+async def _tcp(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, a: Attempt, stop: asyncio.Future[None]
+) -> Outcome:
+    # The kernel retransmits an unanswered SYN (after 1 s, 3 s, 7 s, ...) while we wait.
+    connect = asyncio.ensure_future(loop.sock_connect(sock, (a.dst, a.port)))
+    if not await _first(connect, stop):
+        await _cancel(connect)
         return Dropped()
+    try:
+        connect.result()
     except OSError as exc:
         return _classify_error(exc, "connect")
     data = b""
-    try:
-        while b"\n" not in data:
-            chunk = await asyncio.wait_for(loop.sock_recv(sock, 4096), a.timeout)
-            if not chunk:
-                break
-            data += chunk
-    except TimeoutError:
-        return Failed("connected, but no answer within the timeout")
-    except OSError as exc:
-        return Failed(f"connected, then {exc!r}")
+    while b"\n" not in data:
+        recv = asyncio.ensure_future(loop.sock_recv(sock, 4096))
+        if not await _first(recv, stop):
+            await _cancel(recv)
+            return Failed(f"connected, but no answer within {a.timeout:g}s")
+        try:
+            chunk = recv.result()
+        except OSError as exc:
+            return Failed(f"connected, then {exc!r}")
+        if not chunk:
+            break
+        data += chunk
     return parse_answer(data)
 
 
-async def _udp(loop: asyncio.AbstractEventLoop, sock: socket.socket, a: Attempt) -> Outcome:
+async def _udp(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, a: Attempt, stop: asyncio.Future[None]
+) -> Outcome:
     try:
         # A connected UDP socket reports ICMP errors (ECONNREFUSED) and accepts replies only from
         # the address it sent to: a reply that conntrack failed to un-NAT counts as no reply.
         sock.connect((a.dst, a.port))
-        sock.send(b"s2r-probe\n")
+        sock.send(UDP_PAYLOAD)
     except OSError as exc:
         # EPERM: netfilter dropped/rejected our own packet in OUTPUT.
         return _classify_error(exc, "send")
+    recv = asyncio.ensure_future(loop.sock_recv(sock, 4096))
     try:
-        data = await asyncio.wait_for(loop.sock_recv(sock, 4096), a.timeout)
-    except TimeoutError:
-        return Dropped()
+        resend_after = UDP_RESEND_FIRST
+        while not await _first(recv, stop, resend_after):
+            if stop.done():
+                return Dropped()
+            # Same socket, same 5-tuple: the resend rides the conntrack entry (and endpoint) the
+            # first datagram made, so a spread is not skewed. A pending ICMP error surfaces here.
+            try:
+                sock.send(UDP_PAYLOAD)
+            except OSError as exc:
+                return _classify_error(exc, "send")
+            resend_after = min(resend_after * 2, UDP_RESEND_CAP)
+    finally:
+        await _cancel(recv)
+    try:
+        data = recv.result()
     except OSError as exc:
         return _classify_error(exc, "recv")
     return parse_answer(data)
@@ -254,17 +357,40 @@ def make_client_socket(a: Attempt) -> socket.socket:
     return s
 
 
-async def run_attempts(worker: NetnsWorker, attempts: Sequence[Attempt]) -> list[Outcome]:
-    """All attempts concurrently (at most MAX_IN_FLIGHT sockets open at once)."""
+async def run_attempts(
+    worker: NetnsWorker, attempts: Sequence[Attempt], batch: Batch | None = None
+) -> list[Outcome]:
+    """All attempts concurrently (at most MAX_IN_FLIGHT sockets open at once), in order.
+
+    ``batch`` is shared by the calls that make up one round (see :class:`Batch`); by default
+    the attempts are a round of their own.
+    """
     loop = asyncio.get_running_loop()
     gate = asyncio.Semaphore(MAX_IN_FLIGHT)
+    if batch is None:
+        batch = Batch()
+        batch.add(attempts)
 
     async def one(a: Attempt) -> Outcome:
-        async with gate:
-            sock = await asyncio.wrap_future(worker.submit(make_client_socket, a))
-            try:
-                return await (_tcp(loop, sock, a) if a.proto == "tcp" else _udp(loop, sock, a))
-            finally:
-                sock.close()
+        try:
+            async with gate:
+                sock = await asyncio.wrap_future(worker.submit(make_client_socket, a))
+                stop = asyncio.ensure_future(_give_up(a, batch))
+                try:
+                    return await (
+                        _tcp(loop, sock, a, stop) if a.proto == "tcp" else _udp(loop, sock, a, stop)
+                    )
+                finally:
+                    await _cancel(stop)
+                    sock.close()
+        finally:
+            batch.done(a)
 
-    return list(await asyncio.gather(*(one(a) for a in attempts)))
+    # Should-be-answered attempts take the gate first: expected drops hold their slot until those
+    # settled, so they must never be the ones keeping them out.
+    order = sorted(range(len(attempts)), key=lambda i: attempts[i].expect_drop)
+    done = await asyncio.gather(*(one(attempts[i]) for i in order))
+    outcomes: list[Outcome] = [Dropped()] * len(attempts)
+    for i, outcome in zip(order, done, strict=True):
+        outcomes[i] = outcome
+    return outcomes

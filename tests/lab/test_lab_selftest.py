@@ -76,7 +76,9 @@ def test_reject_is_rejected_not_dropped(lab: Lab, proto: Proto) -> None:
 @pytest.mark.parametrize("proto", ["tcp", "udp"])
 def test_drop_is_dropped(lab: Lab, proto: Proto) -> None:
     lab.load(IPT, filter_rules(VIP, "DROP"))
-    ext, pod, node = lab.probe_many([Probe(o, VIP, 80, proto, count=3) for o in ("ext", "pod", "node")])
+    ext, pod, node = lab.probe_many(
+        [Probe(o, VIP, 80, proto, count=3, expect_drop=True) for o in ("ext", "pod", "node")]
+    )
     assert ext.all(Dropped), ext.summary()
     assert pod.all(Dropped), pod.summary()
     if proto == "tcp":
@@ -141,7 +143,7 @@ def test_localhost_dnat_needs_route_localnet_and_masquerade(lab: Lab) -> None:
 
 def test_unknown_pod_ip_is_dropped(lab: Lab) -> None:
     lab.load(IPT, dnat_rules(VIP, 80, ["10.180.9.9:8080"]))
-    assert lab.probe("ext", VIP, 80).all(Dropped)
+    assert lab.probe("ext", VIP, 80, expect_drop=True).all(Dropped)
 
 
 def test_bad_source_address_is_a_test_error(lab: Lab) -> None:

@@ -320,12 +320,12 @@ def test_load_balancer_source_ranges(lab: Lab, backend: Loader) -> None:
         for p, proto in TCP80_UDP53
     ]
     denied = [
-        Probe("ext", ip, p, proto, src=EXT_CLIENT_DENIED, count=3)
+        Probe("ext", ip, p, proto, src=EXT_CLIENT_DENIED, count=3, expect_drop=True)
         for ip in ("1.2.3.4", "5.6.7.8")
         for p, proto in TCP80_UDP53
     ]
     others = [
-        Probe("pod", "1.2.3.4", 80),  # a pod is not in the source range either
+        Probe("pod", "1.2.3.4", 80, expect_drop=True),  # a pod is not in the source range either
         Probe("ext", NODE_IP, 30090, src=EXT_CLIENT_DENIED, count=10),  # ranges guard LB IPs only
     ]
     results = lab.probe_many([*allowed, *denied, *others])
@@ -396,8 +396,8 @@ def test_external_traffic_policy_local_without_local_endpoints(lab: Lab, backend
     )
     ext_np, ext_lb, pod_lb, node_np = lab.probe_many(
         [
-            Probe("ext", NODE_IP, 30101, count=3),
-            Probe("ext", "5.6.7.8", 80, count=3),
+            Probe("ext", NODE_IP, 30101, count=3, expect_drop=True),
+            Probe("ext", "5.6.7.8", 80, count=3, expect_drop=True),
             Probe("pod", "5.6.7.8", 80, count=40),
             Probe("node", NODE_IP, 30101, count=40),
         ]
@@ -448,7 +448,7 @@ def test_internal_traffic_policy_local(lab: Lab, backend: Loader) -> None:
     results = lab.probe_many(
         [
             *(Probe(o, "172.30.0.32", 80, count=40) for o in ORIGINS),
-            *(Probe(o, "172.30.0.33", 80, count=3) for o in ORIGINS),
+            *(Probe(o, "172.30.0.33", 80, count=3, expect_drop=True) for o in ORIGINS),
         ]
     )
     for r in results[:3]:
