@@ -24,6 +24,7 @@ HERE = Path(__file__).resolve().parent
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh")
 NODE_ADDRESSES = {"192.168.0.2", "10.180.255.254", "198.51.100.1"}
 EXT = "203.0.113.1"
+WAIT_LIMIT = 120  # vm_guest.py's bound on waits for the kernel
 
 
 @pytest.fixture(scope="module")
@@ -324,7 +325,7 @@ def test_reapplying_while_draining_writes_nothing(report: dict[str, Any]) -> Non
 
 def test_a_drained_real_server_is_deleted_by_the_next_apply(report: dict[str, Any]) -> None:
     data = reconcile(report)
-    assert data["waited"] < 30, "the held connection never left IPVS's table"
+    assert data["waited"] < WAIT_LIMIT, "the held connection never left IPVS's table"
     assert summary_counts(data["drained"]["summary"])["real servers"][:3] == (0, 0, 1), data["drained"]
     assert not any(data["held_endpoint"] in line and "172.30.0.41" in line for line in data["final_ipvs"])
 

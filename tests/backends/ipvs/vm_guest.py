@@ -292,8 +292,8 @@ def traffic_scenario(lab: Any, probes: Any, one_by_one: Any, probe_cls: Any) -> 
             "nodeport_local_none": P("ext", "192.168.0.2", 30082, count=4),
             "external_ip": P("ext", "192.168.99.10", 80, count=4),
             "lb_allowed": P("ext", "1.2.3.4", 80, src="203.0.113.1", count=4),
-            "lb_denied": P("ext", "1.2.3.4", 80, src="203.0.113.200", count=2),
-            "lb_from_node": P("node", "1.2.3.4", 80, count=1),
+            "lb_denied": P("ext", "1.2.3.4", 80, src="203.0.113.200", count=2, expect_drop=True),
+            "lb_from_node": P("node", "1.2.3.4", 80, count=1, expect_drop=True),
             "lb_local": P("ext", "5.6.7.8", 80, count=4),
             "no_endpoints": P("ext", "172.30.0.20", 80, count=2),
             "hairpin": P("pod", "172.30.0.30", 80, src="10.180.0.3", count=2),
@@ -307,11 +307,22 @@ def traffic_scenario(lab: Any, probes: Any, one_by_one: Any, probe_cls: Any) -> 
     traffic()
 
 
+# Seconds (or 1 s steps) a wait for the kernel gives up after: they bound a hang, not a speed.
+WAIT_LIMIT = 120
+
+
+def until(done: Callable[[], bool]) -> None:
+    """Poll until `done()` or WAIT_LIMIT seconds; what was waited for is recorded and judged after."""
+    deadline = time.monotonic() + WAIT_LIMIT
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def _held_connection(dst: str, port: int) -> Any:
     """A TCP connection from ext that stays open on our side; returns (socket, endpoint)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("203.0.113.5", 0))
-    sock.settimeout(5)
+    sock.settimeout(WAIT_LIMIT)  # bounds a hang; the guest is slow (TCG), the host may be busy
     sock.connect((dst, port))
     answer = json.loads(sock.makefile().readline())
     return sock, answer["local"]
@@ -349,7 +360,9 @@ def reconcile_scenario(lab: Any, probes: Any, one_by_one: Any, probe_cls: Any) -
         first = apply("reconcile-1.yaml", state)
         warm = probes(P("ext", "172.30.0.40", 80, count=6))[0]
         held, held_endpoint = ext.call(_held_connection, "172.30.0.41", 80)
-        time.sleep(2.5)  # IPVS sums its per-CPU counters every 2 s
+        # IPVS sums its per-CPU counters every 2 s (of a guest that may run late): wait until the
+        # warm connections show, rather than for a guessed time.
+        until(lambda: (_stats_conns("172.30.0.40") or 0) >= len(warm))
         before = {"ipvs": saved(), "a_conns": _stats_conns("172.30.0.40")}
         reconcile_2 = "reconcile-2.yaml" if held_endpoint == "10.180.0.1:8080" else "reconcile-2b.yaml"
         second = apply(reconcile_2, state)
@@ -364,7 +377,7 @@ def reconcile_scenario(lab: Any, probes: Any, one_by_one: Any, probe_cls: Any) -
         same = apply(reconcile_2, state)
         ext.call(_reset, held)
         waited = 0.0
-        while (_dest_conns("172.30.0.41", held_endpoint) or 0) > 0 and waited < 30:
+        while (_dest_conns("172.30.0.41", held_endpoint) or 0) > 0 and waited < WAIT_LIMIT:
             time.sleep(1)
             waited += 1
         drained = apply(reconcile_2, state)
