@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import fcntl
+import itertools
 import os
+import subprocess
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -50,6 +55,77 @@ FOREIGN_NFT = """table inet foreign {
 	chain post { type nat hook postrouting priority 110; policy accept; oifname "eth9" masquerade; }
 }
 """
+
+
+class NftMonitor:
+    """`nft monitor` in a host, and what the kernel's ruleset went through between two marks.
+
+    A mark is a table added and deleted in one transaction; waiting for the monitor to print it
+    replaces guessing how long the monitor takes to subscribe or to print what happened before.
+    """
+
+    MARK_DEADLINE = 60.0
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.proc: subprocess.Popen[str] = host.popen(["nft", "monitor"])
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._names = (f"s2rmark{os.getpid()}x{i}" for i in itertools.count())
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self._start = ""
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+
+    def _mark(self) -> str:
+        name = next(self._names)
+        self.host.run(["nft", "-f", "-"], stdin=f"add table ip {name}\ndelete table ip {name}\n")
+        return name
+
+    def _printed(self, name: str, timeout: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: f"delete table ip {name}" in self.lines, timeout)
+
+    def start(self) -> None:
+        """Returns once the monitor is listening (a mark came through), after a mark of its own."""
+        deadline = time.monotonic() + self.MARK_DEADLINE
+        while not self._printed(self._mark(), 0.2):
+            assert self.proc.poll() is None, f"nft monitor exited {self.proc.returncode}"
+            assert time.monotonic() < deadline, "nft monitor never printed an event"
+        self._start = self._mark()
+        assert self._printed(self._start, self.MARK_DEADLINE), self.lines
+
+    def events(self) -> str:
+        """What the monitor printed since start(), the marks' own transactions left out."""
+        end = self._mark()
+        assert self._printed(end, self.MARK_DEADLINE), self.lines
+        with self._changed:
+            lines = list(self.lines)
+        first = lines.index(f"delete table ip {self._start}") + 1
+        while not lines[first].startswith("# new generation"):  # the rest of the mark's transaction
+            first += 1
+        return "\n".join(lines[first + 1 : lines.index(f"add table ip {end}")])
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.communicate(timeout=60)
+        self._reader.join(10)
+
+
+@contextmanager
+def nft_monitor(host: Host) -> Iterator[NftMonitor]:
+    monitor = NftMonitor(host)
+    try:
+        monitor.start()
+        yield monitor
+    finally:
+        monitor.close()
 
 
 def write(folder: Path, text: str, name: str = "cluster.yaml") -> Path:
@@ -110,14 +186,9 @@ def test_second_apply_writes_nothing_and_a_change_writes_only_it(
     assert host.cli("apply", "-f", str(first), backend=backend).returncode == 0
     before = host.ours(backend)
 
-    monitor = host.popen(["nft", "monitor"])
-    try:
-        time.sleep(0.3)
+    with nft_monitor(host) as monitor:
         proc = host.cli("apply", "-f", str(first), backend=backend)
-        time.sleep(0.3)
-    finally:
-        monitor.terminate()
-        events, _ = monitor.communicate(timeout=5)
+        events = monitor.events()
     assert proc.returncode == 0, proc.stderr
     assert "no changes" in proc.stderr and "nothing written" in proc.stderr
     assert events.strip() == "", f"the second apply wrote to the kernel:\n{events}"
@@ -125,14 +196,9 @@ def test_second_apply_writes_nothing_and_a_change_writes_only_it(
 
     # One Service's endpoint changes: only its objects are written.
     changed = write(manifests, small_cluster(endpoints=("10.180.0.1", "10.180.0.3")), "changed.yaml")
-    monitor = host.popen(["nft", "monitor"])
-    try:
-        time.sleep(0.3)
+    with nft_monitor(host) as monitor:
         proc = host.cli("apply", "-f", str(changed), backend=backend)
-        time.sleep(0.3)
-    finally:
-        monitor.terminate()
-        events, _ = monitor.communicate(timeout=5)
+        events = monitor.events()
     assert proc.returncode == 0, proc.stderr
     assert "incremental" in proc.stderr
     touched = [ln for ln in events.splitlines() if ln.startswith(("add", "delete"))]
