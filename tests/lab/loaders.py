@@ -45,7 +45,8 @@ class IptablesLoader:
 
     def load(self, node_netns: str, ruleset_text: str) -> None:
         try:
-            exec_in(node_netns, ["iptables-restore", "-w", "5", "--noflush"], input_text=ruleset_text)
+            # -w: wait for the xtables lock (legacy iptables; other tests may hold it), bounded.
+            exec_in(node_netns, ["iptables-restore", "-w", "60", "--noflush"], input_text=ruleset_text)
         except CommandError as exc:
             raise LoadError(f"{self.name}: {exc}") from exc
 
@@ -131,7 +132,8 @@ def _run_compiler(
             *(["--masquerade-all"] if masquerade_all else []),
             *extra_args,
         ]
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        # Bounds a hang only: a timeout here would also make compiler_supports() drop a backend.
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
     finally:
         os.unlink(path)
     if proc.returncode != 0:

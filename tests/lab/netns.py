@@ -52,8 +52,11 @@ def netns_name(test_id: str, role: str) -> str:
     return f"{PREFIX}{os.getpid()}-{test_id}-{role}"
 
 
-def run(argv: Sequence[str], *, input_text: str | None = None, timeout: float = 30.0) -> str:
-    """Run a command, return stdout, raise CommandError with stderr on a non-zero exit."""
+def run(argv: Sequence[str], *, input_text: str | None = None, timeout: float = 300.0) -> str:
+    """Run a command, return stdout, raise CommandError with stderr on a non-zero exit.
+
+    ``timeout`` bounds a hang, not a speed: on a busy host even ``ip`` may take a while.
+    """
     proc = subprocess.run(
         list(argv), input=input_text, capture_output=True, text=True, timeout=timeout, check=False
     )

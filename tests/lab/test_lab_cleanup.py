@@ -20,6 +20,9 @@ pytestmark = [pytest.mark.root, pytest.mark.lab]
 
 REPO = Path(__file__).resolve().parents[2]
 VICTIM = Path(__file__).with_name("victim_cleanup.py")
+# Bounds on a victim that hangs, not speeds: starting pytest and building a lab can take a long
+# while on a busy host. The victim waits this long for its signal (victim_cleanup.py).
+VICTIM_DEADLINE = 300.0
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +42,12 @@ def test_context_manager_cleans_up_when_body_raises() -> None:
 
 def _run_victim(tmp_path: Path, mode: str, sig: int | None) -> tuple[int, list[str], str]:
     out = tmp_path / "names.json"
-    env = {**os.environ, "S2R_VICTIM_OUT": str(out), "S2R_VICTIM_MODE": mode}
+    env = {
+        **os.environ,
+        "S2R_VICTIM_OUT": str(out),
+        "S2R_VICTIM_MODE": mode,
+        "S2R_VICTIM_WAIT": str(VICTIM_DEADLINE),
+    }
     # hypothesis is not needed and its plugin import costs seconds.
     argv = [
         sys.executable,
@@ -55,13 +63,13 @@ def _run_victim(tmp_path: Path, mode: str, sig: int | None) -> tuple[int, list[s
     proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         if sig is not None:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + VICTIM_DEADLINE
             while not out.exists() or not out.read_text():
                 assert proc.poll() is None, "victim exited before building its lab"
                 assert time.monotonic() < deadline, "victim never built its lab"
                 time.sleep(0.05)
             proc.send_signal(sig)
-        stdout, _ = proc.communicate(timeout=60)
+        stdout, _ = proc.communicate(timeout=VICTIM_DEADLINE)
     finally:
         if proc.poll() is None:
             proc.kill()

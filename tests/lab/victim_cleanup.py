@@ -18,5 +18,5 @@ def test_victim(lab: Lab) -> None:
     out = Path(os.environ["S2R_VICTIM_OUT"])
     out.write_text(json.dumps(sorted(lab.topo.ns.values())))
     if os.environ.get("S2R_VICTIM_MODE") == "wait":
-        time.sleep(60)
+        time.sleep(float(os.environ.get("S2R_VICTIM_WAIT", "300")))  # until the parent's signal
     raise RuntimeError("the test body failed on purpose")
