@@ -26,6 +26,7 @@ from svc2rules.syntax.xtables import (
     read_listing,
     read_listings,
     read_tables,
+    split_args,
     write,
     write_tables,
 )
@@ -155,3 +156,32 @@ def test_jump_targets_and_comments_ignore_quoted_words() -> None:
     assert jump_targets("-p tcp") == []
     assert comment_of(spec) == "not -j THIS"
     assert comment_of("-j RETURN") is None
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "-j",
+                "X",
+                "-g",
+                "Y",
+                '"a -j Q"',
+                '"b\\"c -j R"',
+                'x"y z"',
+                '"-j" Z',
+                "--jump",
+                '""',
+                '-""j',
+                '"',
+            ]
+        ),
+        max_size=8,
+    )
+)
+def test_jump_targets_are_those_the_tokenizer_sees(words: list[str]) -> None:
+    spec = " ".join(words)
+    args = split_args(spec)
+    assert jump_targets(spec) == [
+        args[i + 1] for i in range(len(args) - 1) if args[i] in ("-j", "-g", "--jump", "--goto")
+    ]

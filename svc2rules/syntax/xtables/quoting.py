@@ -34,6 +34,8 @@ def split_args(spec: str) -> list[str]:
 
 
 def _unquote(word: str) -> str:
+    if word[0] == word[-1] == '"' and len(word) > 1 and '"' not in word[1:-1] and "\\" not in word:
+        return word[1:-1]  # the common case: one quoted part, nothing escaped
     out: list[str] = []
     quoted = escaped = False
     for char in word:

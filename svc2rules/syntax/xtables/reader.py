@@ -10,6 +10,8 @@ is the same format) and `iptables -S` listings, into the objects of model.py.
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from svc2rules.syntax.xtables.model import (
     BUILTIN_CHAINS,
     NO_POLICY,
@@ -32,6 +34,7 @@ from svc2rules.syntax.xtables.quoting import split_args
 
 _COMMIT = "COMMIT"
 _JUMPS = frozenset(("-j", "--jump", "-g", "--goto"))
+_BLANKED = "\x00"
 
 
 class ReadError(ValueError):
@@ -233,10 +236,23 @@ def _listing_heads(policies: list[tuple[str, str]]) -> list[Table]:
 
 def jump_targets(spec: str) -> list[str]:
     """The chains (or targets) a rule jumps or goes to."""
-    if "-j" not in spec and "-g" not in spec:
-        return []
-    args = split_args(spec)
-    return [args[i + 1] for i in range(len(args) - 1) if args[i] in _JUMPS]
+    if '"' not in spec:
+        return _jump_targets(spec.split()) if "-j" in spec or "-g" in spec else []
+    # Quoted parts with blanks (comments, usually) hold no target: blanked out, the rest splits
+    # on blanks, which is much cheaper than the tokenizer. Anything unusual (an escape, an
+    # empty or unterminated quote, a target glued to a quoted part) takes the tokenizer.
+    if "\\" in spec or '""' in spec or spec.count('"') % 2:
+        return _jump_targets(split_args(spec))
+    parts = spec.split('"')  # the quoted parts are the odd ones
+    for i in range(1, len(parts), 2):
+        if " " in parts[i] or "\t" in parts[i]:
+            parts[i] = _BLANKED
+    targets = _jump_targets("".join(parts).split())
+    return targets if not any(_BLANKED in t for t in targets) else _jump_targets(split_args(spec))
+
+
+def _jump_targets(args: list[str]) -> list[str]:
+    return [target for word, target in pairwise(args) if word in _JUMPS]
 
 
 def comment_of(spec: str) -> str | None:
