@@ -9,8 +9,8 @@ around them are still only `,` and whitespace, and parses only what lies between
 Service's objects cost what they cost, the other 10k objects one hash each.
 
 Anything unexpected (not a List, items that are not objects, a broken array, text that might
-hold YAML aliases) makes the caller read the source the ordinary way (parse.parse_source), so
-diagnostics are always exactly parse_source's.
+hold YAML aliases, a key set twice, an integer too long to convert) makes the caller read the
+source the ordinary way (parse.parse_source), so diagnostics are always exactly parse_source's.
 """
 
 from __future__ import annotations
@@ -22,11 +22,13 @@ from dataclasses import dataclass
 from itertools import repeat
 from typing import Any, NamedTuple
 
-from svc2rules.load.parse import RawObject, list_item, looks_like_json, text_has_aliases
+from svc2rules.load.parse import RawObject, list_item, looks_like_json, text_has_aliases, unique_object
 
 DIGEST_SIZE = 16
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
-_DECODER = json.JSONDecoder()
+# As parse_source decodes: a key set twice (or an integer too long to convert) is a ValueError,
+# and the source is then read the ordinary way, which reports it.
+_DECODER = json.JSONDecoder(object_pairs_hook=unique_object)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,15 +112,15 @@ def _scan(text: str) -> ScannedList | None:
     if text[pos] != "}":
         while True:
             key, pos = _DECODER.raw_decode(text, pos)
-            if not isinstance(key, str):
-                return None
+            if not isinstance(key, str) or key in members:
+                return None  # (a key set twice: parse_source reports it)
             pos = _skip(text, pos)
             if text[pos] != ":":
                 return None
             pos = _skip(text, pos + 1)
             if key == "items":
-                if spans is not None or text[pos] != "[":
-                    return None  # a second items array, or not an array: the ordinary way
+                if text[pos] != "[":
+                    return None  # not an array: the ordinary way
                 items_open = pos + 1
                 spans, pos = _scan_items(text, items_open)
                 items_close = pos

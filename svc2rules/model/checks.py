@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass, field
 
-from svc2rules.addresses import canonical_ip
+from svc2rules.addresses import canonical_cidr, canonical_ip
+from svc2rules.dns_names import dns1123_label_problem, dns1123_subdomain_problem
 from svc2rules.errors import quote_value
 
-_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _DNS1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 _IANA_SVC_NAME = re.compile(r"[-a-z0-9]+")
 _HAS_LETTER = re.compile(r"[a-z]")
@@ -43,33 +41,17 @@ class Problems:
 
 
 def dns1123_label(problems: Problems, path: str, value: str) -> bool:
-    if len(value) > 63:
-        problems.invalid(path, value, "must be no more than 63 characters")
-        return False
-    if not _DNS1123_LABEL.fullmatch(value):
-        problems.invalid(
-            path,
-            value,
-            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', "
-            "and must start and end with an alphanumeric character",
-        )
-        return False
-    return True
+    problem = dns1123_label_problem(value)
+    if problem is not None:
+        problems.invalid(path, value, problem)
+    return problem is None
 
 
 def dns1123_subdomain(problems: Problems, path: str, value: str) -> bool:
-    if len(value) > 253:
-        problems.invalid(path, value, "must be no more than 253 characters")
-        return False
-    if not _DNS1123_SUBDOMAIN.fullmatch(value):
-        problems.invalid(
-            path,
-            value,
-            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, "
-            "'-' or '.', and must start and end with an alphanumeric character",
-        )
-        return False
-    return True
+    problem = dns1123_subdomain_problem(value)
+    if problem is not None:
+        problems.invalid(path, value, problem)
+    return problem is None
 
 
 def dns1035_label(problems: Problems, path: str, value: str) -> bool:
@@ -130,13 +112,8 @@ def ip_address(problems: Problems, path: str, value: str, family: str | None = N
 
 def cidr(problems: Problems, path: str, value: str) -> str | None:
     """Validate a CIDR; return its canonical network text, or None when invalid."""
-    text = value.strip()
-    try:
-        net = ipaddress.ip_network(text, strict=False)
-    except ValueError:
+    # Space-padded values are allowed here: the field's history (an annotation once) lets them.
+    network = canonical_cidr(value.strip())
+    if network is None:
         problems.invalid(path, value, "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)")
-        return None
-    if "/" not in text:
-        problems.invalid(path, value, "must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)")
-        return None
-    return str(net)
+    return network

@@ -1,16 +1,18 @@
-"""discovery.k8s.io/v1 EndpointSlice."""
+"""discovery.k8s.io/v1 EndpointSlice, and v1beta1 read as the API server converts it to v1."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from svc2rules.model.checks import Problems, dns1123_label, dns1123_subdomain, ip_address, port_number
 from svc2rules.model.meta import KubeModel, KubeObject, ObjectMeta
 from svc2rules.model.service import PROTOCOLS
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+ZONE_LABEL = "topology.kubernetes.io/zone"
+HOSTNAME_LABEL = "kubernetes.io/hostname"
 HEADLESS_LABEL = "service.kubernetes.io/headless"
 ADDRESS_TYPES = ("IPv4", "IPv6", "FQDN")
 MAX_ENDPOINTS = 1000
@@ -114,3 +116,41 @@ class EndpointSlice(KubeObject):
             dns1123_label(problems, f"{path}.hostname", ep.hostname)
         if ep.node_name is not None:
             dns1123_subdomain(problems, f"{path}.nodeName", ep.node_name)
+
+
+class SliceEndpointV1Beta1(SliceEndpoint):
+    """A discovery.k8s.io/v1beta1 endpoint as Kubernetes converts it to v1
+    (pkg/apis/discovery/v1beta1/conversion.go): its zone is its topology's zone label, its node
+    the topology's hostname label unless nodeName is set; v1beta1 has no `zone` and no node hints
+    (those keys, present, are unknown fields: ignored)."""
+
+    topology: dict[str, str] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _as_v1(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data  # the type error is reported as for v1
+        converted = {k: v for k, v in data.items() if k not in ("zone", "deprecatedTopology")}
+        hints = data.get("hints")
+        if isinstance(hints, dict):
+            converted["hints"] = {k: v for k, v in hints.items() if k != "forNodes"}
+        topology = data.get("topology")
+        if isinstance(topology, dict):
+            # A label that is not a string is reported at `topology`, not here as well.
+            zone = topology.get(ZONE_LABEL)
+            if isinstance(zone, str):
+                converted["zone"] = zone
+            node = topology.get(HOSTNAME_LABEL)
+            if isinstance(node, str) and data.get("nodeName") is None:
+                converted["nodeName"] = node
+        return converted
+
+
+class EndpointSliceV1Beta1(EndpointSlice):
+    """discovery.k8s.io/v1beta1 (served until Kubernetes 1.25; old clusters' exports still carry
+    it): validated as v1 is, read as v1 (an EndpointSlice to everything downstream)."""
+
+    API_VERSION: ClassVar[str] = "discovery.k8s.io/v1beta1"
+
+    endpoints: list[SliceEndpointV1Beta1] | None = None  # type: ignore[assignment]

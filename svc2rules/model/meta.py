@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from svc2rules.load.parse import DEFAULT_NAMESPACE, object_ref
 from svc2rules.model.checks import Problems, dns1123_label
 
-DEFAULT_NAMESPACE = "default"
+__all__ = ["DEFAULT_NAMESPACE", "KubeModel", "KubeObject", "ObjectMeta", "object_ref"]
 
 
 class KubeModel(BaseModel):
@@ -55,14 +56,3 @@ class KubeObject(KubeModel):
         problems = Problems()
         self.check_metadata(self.metadata, problems)
         return problems
-
-
-def object_ref(data: dict[str, Any]) -> str:
-    """Best-effort `namespace/name` of a raw object, for diagnostics before validation."""
-    meta = data.get("metadata")
-    name = namespace = None
-    if isinstance(meta, dict):
-        name = meta.get("name")
-        namespace = meta.get("namespace")
-    ns = namespace if isinstance(namespace, str) and namespace else DEFAULT_NAMESPACE
-    return f"{ns}/{name}" if isinstance(name, str) and name else f"{ns}/<no name>"

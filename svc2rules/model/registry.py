@@ -10,15 +10,16 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from svc2rules.errors import Diagnostic, quote_value
-from svc2rules.load.parse import RawObject
+from svc2rules.load.parse import OversizedInt, RawObject, format_path
 from svc2rules.model.checks import Problems
 from svc2rules.model.endpoints import Endpoints
-from svc2rules.model.endpointslice import EndpointSlice
+from svc2rules.model.endpointslice import EndpointSlice, EndpointSliceV1Beta1
 from svc2rules.model.meta import DEFAULT_NAMESPACE, KubeObject, ObjectMeta, object_ref
 from svc2rules.model.service import Service
 
 SUPPORTED: dict[tuple[str, str], type[KubeObject]] = {
-    (model.API_VERSION, model.KIND): model for model in (Service, Endpoints, EndpointSlice)
+    (model.API_VERSION, model.KIND): model
+    for model in (Service, Endpoints, EndpointSlice, EndpointSliceV1Beta1)
 }
 
 _TYPE_MESSAGES = {
@@ -151,19 +152,12 @@ def _diagnostic_from_pydantic(source: str, kind: str, ref: str, error: ErrorDeta
     kind_of_error = error["type"]
     if kind_of_error == "missing":
         message = "Required value"
+    elif isinstance(error.get("input"), OversizedInt):
+        # Go's decoder fails the same way: "cannot unmarshal number ... of type int32".
+        message = f"Invalid value: {error.get('input')!r}: out of range"
     else:
         detail = _TYPE_MESSAGES.get(kind_of_error)
         if detail is None:
             detail = str(error["msg"]).removeprefix("Value error, ")
         message = f"Invalid value: {quote_value(error.get('input'))}: {detail}"
     return Diagnostic(source, message, kind, ref, path)
-
-
-def format_path(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out

@@ -139,3 +139,22 @@ def test_a_changed_head_or_tail_reads_the_list_again_whole() -> None:
     again = rescan_list(NAME, one_changed, first.index, first.context)
     assert again is not None
     assert [i.data is None for i in again.items] == [True, False, True]
+
+
+def test_a_key_set_twice_or_a_huge_integer_is_left_to_the_ordinary_reader_which_reports_it() -> None:
+    items = [item(i) for i in range(3)]
+    text = json.dumps({"apiVersion": "v1", "items": items, "kind": "List"})
+    first = scan_list(NAME, text)
+    assert first is not None
+    duplicated = text.replace('"namespace": "ns"}', '"namespace": "ns", "name": "x"}', 1)
+    huge = text.replace('"namespace": "ns"}', '"namespace": "ns", "port": ' + "9" * 5000 + "}", 1)
+    top_level = text.replace('"kind": "List"', '"kind": "List", "kind": "ServiceList"')
+    for changed in (duplicated, huge, top_level):
+        assert scan_list(NAME, changed) is None
+        assert rescan_list(NAME, changed, first.index, first.context) is None
+    assert [str(p) for p in parse_source(NAME, duplicated.encode())[1]] == [
+        f'{NAME}: Service ns/x: metadata.name: Duplicate value: "name": a key may appear once in an object'
+    ]
+    assert [str(p) for p in parse_source(NAME, top_level.encode())[1]] == [
+        f'{NAME}: ServiceList <list>: kind: Duplicate value: "kind": a key may appear once in an object'
+    ]

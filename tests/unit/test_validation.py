@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from svc2rules.load import RawObject
+from svc2rules.model.endpointslice import EndpointSlice
 from svc2rules.model.registry import validate_objects
 from tests.conftest import endpoint, endpoint_slice, service
 
@@ -168,3 +169,134 @@ def test_defaults_are_applied_to_raw_manifests() -> None:
     assert svc.spec.ports[0].protocol == "TCP"  # type: ignore[attr-defined]
     assert svc.affinity_timeout == 10800  # type: ignore[attr-defined]
     assert svc.namespace == "ns1"
+
+
+# -- addresses as Kubernetes' Go parsers read them ------------------------------------------------
+
+# Python's ipaddress takes everything after "%" up to "/" as an IPv6 zone: a rule comment's
+# quote, a newline and a second rule included. The API server's parsers refuse any zone.
+INJECTED_ZONE = 'fe80::%x" -j ACCEPT\n-A INPUT -j ACCEPT #'
+
+
+@pytest.mark.parametrize(
+    ("obj", "field"),
+    [
+        (service(clusterIP="fe80::1%eth0"), "spec.clusterIP"),
+        (service(clusterIPs=["172.30.0.41", "fe80::1%eth0"]), "spec.clusterIPs[1]"),
+        (service(externalIPs=["fe80::1%x -j ACCEPT"]), "spec.externalIPs[0]"),
+        (
+            service(type="LoadBalancer", loadBalancerSourceRanges=[INJECTED_ZONE + "/64"]),
+            "spec.loadBalancerSourceRanges[0]",
+        ),
+        (
+            service(type="LoadBalancer", loadBalancerSourceRanges=["fe80::%eth0/64"]),
+            "spec.loadBalancerSourceRanges[0]",
+        ),
+        (
+            service(type="LoadBalancer", status={"loadBalancer": {"ingress": [{"ip": "fe80::1%eth0"}]}}),
+            "status.loadBalancer.ingress[0].ip",
+        ),
+        (
+            endpoint_slice(address_type="IPv6", endpoints=[endpoint("fe80::1%eth0")]),
+            "endpoints[0].addresses[0]",
+        ),
+        (
+            {
+                "apiVersion": "v1",
+                "kind": "Endpoints",
+                "metadata": {"name": "svc1", "namespace": "ns1"},
+                "subsets": [{"addresses": [{"ip": "fe80::1%eth0"}], "ports": [{"port": 80}]}],
+            },
+            "subsets[0].addresses[0].ip",
+        ),
+    ],
+)
+def test_an_address_or_cidr_with_a_zone_is_refused_at_its_field(obj: dict[str, Any], field: str) -> None:
+    problems = problems_of(obj)
+    assert len(problems) == 1, problems
+    assert f": {field}: Invalid value: " in problems[0]
+    assert "\n" not in problems[0]
+
+
+@pytest.mark.parametrize("source_range", ["10.0.0.0/255.0.0.0", "10.0.0.0/+8", "10.0.0.0/ 8", "10.0.0.0/8/8"])
+def test_a_source_range_go_cannot_parse_is_refused(source_range: str) -> None:
+    problems = problems_of(service(type="LoadBalancer", loadBalancerSourceRanges=[source_range]))
+    assert problems == [
+        f"in.yaml: Service ns1/svc1: spec.loadBalancerSourceRanges[0]: Invalid value: "
+        f'"{source_range}": must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)'
+    ]
+
+
+@pytest.mark.parametrize("source_range", [" 10.0.0.0/8 ", "10.1.2.3/8", "10.0.0.0/08", "2001:db8::1/64"])
+def test_source_ranges_go_accepts_stay_valid(source_range: str) -> None:
+    assert problems_of(service(type="LoadBalancer", loadBalancerSourceRanges=[source_range])) == []
+
+
+# -- discovery.k8s.io/v1beta1 EndpointSlices --------------------------------------------------------
+
+
+def v1beta1_slice(*endpoints: dict[str, Any]) -> dict[str, Any]:
+    return {**endpoint_slice(endpoints=list(endpoints)), "apiVersion": "discovery.k8s.io/v1beta1"}
+
+
+def test_a_v1beta1_endpoint_slice_is_read_as_the_api_server_converts_it() -> None:
+    topology = {"kubernetes.io/hostname": "node1", "topology.kubernetes.io/zone": "z1"}
+    result = validate_objects(
+        [
+            RawObject(
+                "in.yaml",
+                v1beta1_slice(
+                    {"addresses": ["10.180.0.1"], "topology": topology},
+                    {"addresses": ["10.180.0.2"], "nodeName": "node2", "topology": topology},
+                    {"addresses": ["10.180.0.3"], "zone": "ignored", "hints": {"forNodes": [{"name": "x"}]}},
+                    {"addresses": ["10.180.0.4"], "hints": {"forZones": [{"name": "z1"}]}},
+                ),
+            )
+        ]
+    )
+    assert result.errors == [] and result.warnings == []
+    (_, slice_), *_ = result.objects
+    assert isinstance(slice_, EndpointSlice)
+    eps = slice_.endpoints or []
+    # zone from the topology's zone label; the node from its hostname label unless nodeName is set
+    assert [(ep.node_name, ep.zone) for ep in eps] == [
+        ("node1", "z1"),
+        ("node2", "z1"),
+        (None, None),
+        (None, None),
+    ]
+    # v1beta1 has no zone field and no node hints: unknown fields, ignored
+    assert eps[2].hints is not None and eps[2].hints.for_nodes == []
+    assert eps[3].hints is not None and [z.name for z in eps[3].hints.for_zones] == ["z1"]
+
+
+def test_a_v1beta1_endpoint_slice_is_validated_as_v1() -> None:
+    assert problems_of(v1beta1_slice({"addresses": ["10.180.0.300"]})) == [
+        'in.yaml: EndpointSlice ns1/svc1-abcde: endpoints[0].addresses[0]: Invalid value: "10.180.0.300": '
+        "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+    ]
+    assert problems_of(v1beta1_slice({"addresses": ["10.180.0.1"], "topology": {"k": 1}})) == [
+        "in.yaml: EndpointSlice ns1/svc1-abcde: endpoints[0].topology.k: Invalid value: 1: must be a string",
+    ]
+
+
+def test_a_v1beta1_and_a_v1_slice_of_one_name_are_one_object() -> None:
+    problems = problems_of(endpoint_slice(), v1beta1_slice(endpoint("10.180.0.1")))
+    assert problems == [
+        "in.yaml: EndpointSlice ns1/svc1-abcde: metadata.name: Duplicate value: object already defined in in.yaml"
+    ]
+
+
+# -- diagnostics a terminal prints as they are ---------------------------------------------------
+
+
+def test_control_characters_in_names_are_escaped() -> None:
+    problems = problems_of(service(name="a\x07b\x1b[2Jc\u202ed"))
+    assert problems and all(not any(c in p for c in "\x07\x1b\u202e") for p in problems)
+    assert "Service ns1/a\\x07b\\x1b[2Jc\\u202ed: metadata.name" in problems[0]
+
+
+def test_a_huge_name_makes_a_short_line() -> None:
+    problems = problems_of(service(name="n" * 10_000_000))
+    assert problems and all(len(p) < 4000 for p in problems)
+    assert "(10000004 characters)" in problems[0]  # how long the object's name was
