@@ -13,11 +13,11 @@ from typing import Annotated, Any
 import typer
 
 from svc2rules.backends import DEFAULT_CHAIN_PREFIX, DEFAULT_TABLE, Comments, RenderOptions, get_backend
+from svc2rules.backends.iptables.names import ChainNames
 from svc2rules.cli.common import choices, choose_backend, completes, err, missing_node_facts, node_config
 from svc2rules.config import ProxyConfig
 from svc2rules.errors import UsageError, quote_value
 from svc2rules.family import FAMILIES
-from svc2rules.naming import ChainNames
 
 # The choices of the backend-specific flags, for --help (each backend's options reader checks
 # the value; tests/unit/test_cli.py checks that these lists are the backends' own).
