@@ -418,15 +418,21 @@ def test_a_connect_the_kernel_completed_counts_even_if_the_loop_saw_the_timer_fi
     peer = ns.peer()
     listener = peer.listen(("10.99.0.2", 8080))
 
-    async def go() -> tuple[str, str]:
-        dialing = asyncio.create_task(dial("10.99.0.2:8080", 0.25))
-        await asyncio.sleep(0)  # the connect is sent and in progress, its timer armed
-        armed = time.monotonic()
-        # The loop is stuck (no await) until the kernel completed the handshake (the listener has
-        # it queued) and the timer has expired: both are waited for, neither is guessed.
-        queued, _, _ = select.select([listener], [], [], 60)
+    def handshake_done() -> None:
+        # Blocks the loop until the kernel completed the handshake (the listener has it queued):
+        # waited for, not guessed, however late a busy host processes the SYN.
+        queued, _, _ = select.select([listener], [], [], DEADLINE)
         assert queued, "the handshake never completed"
-        time.sleep(max(0.0, armed + 0.5 - time.monotonic()))
+
+    async def go() -> tuple[str, str]:
+        loop = asyncio.get_running_loop()
+        dialing = asyncio.create_task(dial("10.99.0.2:8080", 0.25))
+        await asyncio.sleep(0)  # dial ran: its timer is armed, its connect queued for the next round
+        # The loop is stuck: the timer expires. In the next round the loop runs the connect, then
+        # handshake_done, then the expired timer, and only the round after that sees the connect
+        # finish: the timer is seen first, with the handshake complete.
+        loop.call_soon(handshake_done)
+        time.sleep(0.5)
         sock = await dialing
         try:
             return sock.getpeername()[0], sock.getsockname()[0]
