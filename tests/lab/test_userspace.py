@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.userspace.process import PROCESS_DEADLINE
+
 from .agents import Listeners
 from .lab import Lab
 from .manifests import Ep, endpoint_slice, port, service
@@ -206,7 +208,7 @@ def test_sigterm_stops_accepting_lets_open_connections_finish_and_exits_0(lab: L
         assert new.all(Rejected), new.summary()
         assert talk.say("two") == f"{POD[0]}:7000 {NODE_PODS_IP} two"
         talk.close()
-        assert proxy.process.proc.wait(10) == 0
+        assert proxy.process.proc.wait(PROCESS_DEADLINE) == 0
         assert "stopped" in proxy.process.log[-1]
     finally:
         if talk is not None:

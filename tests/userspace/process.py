@@ -13,6 +13,10 @@ from pathlib import Path
 
 from tests.lab.loaders import svc2rules_command
 
+# Bounds waiting for the proxy (its log, its exit): a hang fails, but starting a Python process
+# on a busy host may take many seconds, and the line or exit ends each wait at once.
+PROCESS_DEADLINE = 120.0
+
 
 def proxy_argv(*args: str) -> list[str]:
     return [*svc2rules_command(), "proxy", *args]
@@ -42,7 +46,7 @@ class ProxyProcess:
             self._lines.put(line.rstrip("\n"))
         self._lines.put(None)
 
-    def wait_for(self, text: str, timeout: float = 30) -> str:
+    def wait_for(self, text: str, timeout: float = PROCESS_DEADLINE) -> str:
         """The next log line containing `text`; fails with the whole log otherwise."""
         deadline = time.monotonic() + timeout
         while True:
@@ -61,7 +65,7 @@ class ProxyProcess:
     def send(self, sig: signal.Signals) -> None:
         self.proc.send_signal(sig)
 
-    def stop(self, timeout: float = 30) -> int:
+    def stop(self, timeout: float = PROCESS_DEADLINE) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout)
@@ -69,7 +73,7 @@ class ProxyProcess:
     def close(self) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
+        self.proc.wait(PROCESS_DEADLINE)
         self._reader.join(5)
 
 

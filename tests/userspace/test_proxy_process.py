@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import NODE_ARGS, endpoint_slice, service, to_yaml
 from tests.lab.loaders import svc2rules_command
 from tests.userspace.netns import root_only
-from tests.userspace.process import ProxyProcess, proxy_argv, write
+from tests.userspace.process import PROCESS_DEADLINE, ProxyProcess, proxy_argv, write
 
 pytestmark = root_only
 
@@ -59,7 +59,7 @@ def test_sighup_reloads_a_bad_manifest_is_survived_and_sigterm_exits_0(
 def test_sigint_also_drains_and_exits_0(started: ProxyProcess) -> None:
     started.wait_for("ready")
     started.send(signal.SIGINT)
-    assert started.proc.wait(30) == 0
+    assert started.proc.wait(PROCESS_DEADLINE) == 0
 
 
 def test_a_port_already_taken_at_start_exits_1(manifest: Path) -> None:
@@ -76,7 +76,7 @@ def test_a_port_already_taken_at_start_exits_1(manifest: Path) -> None:
     )
     proc = ProxyProcess(["unshare", "--net", "sh", "-c", script])
     try:
-        assert proc.proc.wait(60) == 1
+        assert proc.proc.wait(PROCESS_DEADLINE) == 1
         assert any("cannot listen" in line and "20000" in line for line in proc.log), proc.log
     finally:
         proc.close()
