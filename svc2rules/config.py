@@ -191,8 +191,15 @@ class ProxyConfig(BaseModel):
                 continue
             net = ipaddress.ip_network(entry)
             chosen.extend(ip for ip in self.node_ips if ipaddress.ip_address(ip) in net)
-            if (net.version == 4) == (family == "IPv4") and net.overlaps(ipaddress.ip_network("127.0.0.0/8")):
-                chosen.append("127.0.0.1")
+            # Loopback NodePorts are IPv4's alone (kube-proxy's localhostNodePorts: route_localnet
+            # has no IPv6 counterpart).
+            v4 = IPFamily.IPv4
+            if (
+                family == v4
+                and net.version == v4.version
+                and net.overlaps(ipaddress.ip_network(v4.loopback_cidr))
+            ):
+                chosen.append(v4.loopback)
         fam = [ip for ip in dict.fromkeys(chosen) if (":" in ip) == (family == "IPv6")]
         return tuple(sorted(fam, key=lambda ip: ipaddress.ip_address(ip)))
 
