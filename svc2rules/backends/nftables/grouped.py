@@ -143,6 +143,7 @@ class GroupedLayout:
         config = plan.config
         family = table.family
         self.nft = nft = spelling(family)
+        self.address_order = nft.sort_key
         self.observer = observer
         self.ports = ports
         self.table = table
@@ -312,7 +313,7 @@ class GroupedLayout:
             if not sp.has_external_endpoints:
                 self.no_endpoint_nodeports.add(np_key, no_endpoints, comment)
 
-        sort_key = self.nft.sort_key
+        sort_key = self.address_order
         for ep in sp.reachable_endpoints:
             self.hairpin.add(f"{ep.ip} . {ep.ip}", sort_key=sort_key(ep.ip))
 
@@ -383,7 +384,7 @@ class GroupedLayout:
         if self.node_port_ips:
             for ip in self.node_port_ips:
                 if not ipaddress.ip_address(ip).is_loopback:
-                    self.nodeport_ips.add(ip, sort_key=self.nft.sort_key(ip))
+                    self.nodeport_ips.add(ip, sort_key=self.address_order(ip))
         for c in self._collections():
             t.collection(c.finish())
         self._dispatch_chains()

@@ -17,13 +17,11 @@ from svc2rules.backends.nftables.render import FAMILY
 from svc2rules.errors import ApplyError
 from svc2rules.family import IPFamily
 from svc2rules.host.runner import Result, Runner, first_line
-from svc2rules.syntax.nftables import Writer, commands, normalised, quoted_strings, read_tables
+from svc2rules.syntax.nftables import commands, normalised, quoted_strings, read_tables
 
 # How a Service names itself in an element or rule comment (`namespace/name[:port]`).
 _SERVICE = re.compile(r"[a-z0-9.-]+/[a-z0-9.-]+(?::[a-z0-9-]+)?")
 _WORDS = re.compile(r"[\s,{}]+")
-# Runs a command in a network namespace of its own, thrown away when the command ends.
-SCRATCH_NAMESPACE = ("unshare", "--net", "--")
 
 
 def read_marker(runner: Runner, family: IPFamily, table: str) -> str | None:
@@ -61,16 +59,13 @@ def live_listing(runner: Runner, family: IPFamily, table: str) -> str:
 
 
 def scratch_listing(runner: Runner, desired: Desired) -> str:
-    """The desired table as the kernel would list it: loaded, then listed by the same script,
-    in a private network namespace that disappears with nft."""
-    writer = Writer(FAMILY, desired.table_name)
-    tx = writer.transaction()
-    tx.list_table()
+    """The desired table as the kernel would list it, loaded into a private network namespace
+    that disappears with the command."""
     with tempfile.NamedTemporaryFile("w", prefix="svc2rules-diff-", suffix=".nft", delete=False) as fh:
-        fh.write(desired.text() + tx.text())
+        fh.write(desired.text())
         path = fh.name
     try:
-        result = runner.run([*SCRATCH_NAMESPACE, *commands.load(path)])
+        result = runner.run(commands.load_and_list_in_scratch(FAMILY, desired.table_name, path))
     finally:
         os.unlink(path)
     if not result.ok:

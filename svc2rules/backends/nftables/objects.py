@@ -7,6 +7,7 @@ The objects themselves (tables, sets, maps, chains, elements) are the syntax lay
 from __future__ import annotations
 
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 from svc2rules.syntax.nftables import Element, Set
@@ -65,5 +66,5 @@ class Collection:
     def finish(self) -> Set:
         """The set or map with its elements in their final order."""
         if self.sort:
-            self.target.elements = [element for _, element in sorted(self._sorted, key=lambda i: i[0])]
+            self.target.elements = [element for _, element in sorted(self._sorted, key=itemgetter(0))]
         return self.target

@@ -35,6 +35,14 @@ def list_tables(family: IPFamily) -> list[str]:
     return [NFT, "list", "tables", spelling(family).table_family]
 
 
+def load_and_list_in_scratch(family: IPFamily, table: str, path: str) -> list[str]:
+    """Load a script into a private network namespace, then list the table it made: the
+    kernel's own spelling of a table that is not loaded. (Two nft runs: a `list` inside the
+    script would run before the script's batch is committed, and list no rules.)"""
+    script = f'{NFT} -f "$1" && {NFT} list table {spelling(family).table_family} {table}'
+    return ["unshare", "--net", "--", "sh", "-c", script, "sh", path]
+
+
 def error_location(output: str) -> tuple[int, str] | None:
     """(line of the script, message) of the first error nft reports, if it names a line."""
     match = _ERROR_LINE.search(output)

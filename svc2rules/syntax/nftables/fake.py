@@ -1,7 +1,6 @@
 """An in-memory `nft`, for testing what drives nft without root (knftables' Fake).
 
-It understands what the writer writes (whole-table transactions, incremental edits, `list`
-statements) and the commands an applier runs: `nft [-c] -f FILE|-`, `nft list
+It understands what the writer writes (whole-table transactions and incremental edits) and the commands an applier runs: `nft [-c] -f FILE|-`, `nft list
 table|set|tables|ruleset`, and one-command forms (`nft delete set ip T S`, `nft add element
 ...`). It is an emulator for svc2rules.host.fake.FakeRunner. Like the kernel it takes a
 script whole or not at all, checks what elements and rules refer to (chains, sets, maps),
@@ -132,9 +131,8 @@ class FakeNft:
         """One transaction: every statement of `script`, or (on an error) none."""
         tables = copy.deepcopy(self.tables)
         lines = script.splitlines()
-        output: list[str] = []
         try:
-            self._execute(tables, script_lines(script), output)
+            self._execute(tables, script_lines(script))
         except (Refused, ReadError) as exc:
             number = exc.line
             text = lines[number - 1] if 1 <= number <= len(lines) else ""
@@ -142,7 +140,7 @@ class FakeNft:
             return Outcome(1, "", f"{where}Error: {exc.message}\n{text}\n")
         if not check:
             self.tables = tables
-        return Outcome(0, "".join(output))
+        return Outcome(0)
 
     def dump(self) -> str:
         """The live ruleset, as `nft list ruleset` prints it."""
@@ -150,17 +148,11 @@ class FakeNft:
 
     # -- executing a script ------------------------------------------------------------------------
 
-    def _execute(self, tables: dict[tuple[str, str], _Table], lines: list[Line], output: list[str]) -> None:
+    def _execute(self, tables: dict[tuple[str, str], _Table], lines: list[Line]) -> None:
         index = 0
         while index < len(lines):
             number, text = lines[index]
             index += 1
-            if text.startswith("list "):
-                listed = _listing(tables, text.split()[1:])
-                if listed is None:
-                    raise Refused(number, ENOENT)
-                output.append(listed)
-                continue
             if text.startswith(("table ", "add table ")):
                 scanned, index = scan_block(lines, index, (number, text))
                 self._table_statement(tables, scanned)

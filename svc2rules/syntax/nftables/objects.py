@@ -9,7 +9,7 @@ them. These objects know nothing of Services.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, overload
 
 from svc2rules.family import IPFamily
 
@@ -103,6 +103,10 @@ class Table:
         self.chains.append(chain)
         return chain
 
+    @overload
+    def find(self, kind: Literal["chain"], name: str) -> Chain | None: ...
+    @overload
+    def find(self, kind: Literal["set", "map"], name: str) -> Set | None: ...
     def find(self, kind: Kind, name: str) -> Set | Chain | None:
         found: list[Set] | list[Chain] = self.chains if kind == "chain" else self.collections
         for obj in found:
