@@ -34,7 +34,7 @@ from svc2rules.compile.read import InputObjects, read_fingerprinted, read_whole
 from svc2rules.config import ProxyConfig
 from svc2rules.errors import Diagnostic, InputError
 from svc2rules.ir import Plan
-from svc2rules.load import RawObject, Source
+from svc2rules.load import Source
 from svc2rules.model.endpoints import Endpoints
 from svc2rules.model.endpointslice import SERVICE_NAME_LABEL, EndpointSlice
 from svc2rules.model.meta import KubeObject
@@ -49,6 +49,7 @@ class ServiceEntry:
     """One Service of the input and the objects its resolution reads."""
 
     ref: ServiceRef
+    source: str  # the Service's
     members: tuple[int, ...]  # indices into the run's objects, the Service first
     _fingerprint: Fingerprint | None  # None when the compile did not fingerprint
     resolution: ServiceResolution | None = None  # resolved in this run (None: the memo knew it)
@@ -88,7 +89,7 @@ class Compilation:
         """The entry's resolution (resolved now if the memo knew it)."""
         if entry.resolution is None:
             assert self.objects is not None  # only a memo leaves a Service unresolved
-            entry.resolution = resolve_service(_group(self.objects, entry.members), self.config)
+            entry.resolution = resolve_service(_group(self.objects, entry), self.config)
         return entry.resolution
 
     def fresh(self) -> Iterator[ServiceEntry]:
@@ -128,25 +129,32 @@ def compile_sources(
     fingerprinted = fingerprint or memo is not None
     read = read_fingerprinted(sources, memo) if fingerprinted else read_whole(sources)
     validated = validate_input(read)
-    members_by_service, labels = _members_by_service(read.raw, validated)
+    if not fingerprinted:
+        # Nothing reads the parsed data again (grouping and resolution read the models): it
+        # goes now, so the peak memory is that of validating or of resolving, not of both.
+        read.drop_data()
+    groups, labels = _members_by_service(read, validated)
     if fingerprinted:
+        read.valid = [i for i, _, _ in validated.accepted]
         for i, model, (kind, namespace, name) in validated.accepted:
             if model is not None:  # (the trusted ones have theirs from the memo)
                 read.identities[i] = (kind, model.api_version, namespace, name, labels.get(i, ""))
-    compiled = Compilation(config, [], validated.warnings, read if fingerprinted else None, memo)
+    read.models = {i: obj for i, obj, _ in validated.accepted if obj is not None}
     group_fingerprint = _GroupFingerprints(config, read) if fingerprinted else None
+    compiled = Compilation(config, [], validated.warnings, read if fingerprinted else None, memo)
+    services = compiled.services
+    for ref, (source, members) in sorted(groups.items()):
+        digest = group_fingerprint(members) if group_fingerprint is not None else None
+        services.append(ServiceEntry(ref, source, tuple(members), digest))
     warnings_of = memo.warnings if memo is not None else None
     resolution_warnings: list[Diagnostic] = []
-    services = compiled.services
-    for ref, members in sorted(members_by_service.items()):
-        entry = ServiceEntry(ref, tuple(members), group_fingerprint(members) if group_fingerprint else None)
+    for entry in services:
         known_warnings = warnings_of(entry.fingerprint) if warnings_of is not None else None
         if known_warnings is None:
-            entry.resolution = resolve_service(_group(read, members), config)
+            entry.resolution = resolve_service(_group(read, entry), config)
             known_warnings = entry.resolution.warnings
         if known_warnings:
             resolution_warnings.extend(known_warnings)
-        services.append(entry)
     compiled.warnings.extend(resolution_warnings)
     return compiled
 
@@ -158,8 +166,6 @@ def validate_input(read: InputObjects) -> ValidatedObjects:
     errors = read.errors + validated.errors
     if errors:
         raise InputError(errors)
-    read.valid = [i for i, _, _ in validated.accepted]
-    read.models = {i: obj for i, obj, _ in validated.accepted if obj is not None}
     return validated
 
 
@@ -173,10 +179,10 @@ class _GroupFingerprints:
         self.source_prefix: dict[str, bytes] = {}
 
     def __call__(self, members: Sequence[int]) -> Fingerprint:
-        raw, fingerprints, source_prefix = self.read.raw, self.read.fingerprints, self.source_prefix
+        sources, fingerprints, source_prefix = self.read.sources, self.read.fingerprints, self.source_prefix
         parts = []
         for i in members:
-            source_name = raw[i].source
+            source_name = sources[i]
             named = source_prefix.get(source_name)
             if named is None:
                 named = source_prefix[source_name] = source_name.encode() + b"\0"
@@ -185,11 +191,11 @@ class _GroupFingerprints:
         return fingerprint_bytes(self.config + b"".join(parts))
 
 
-def _group(read: InputObjects, members: Sequence[int]) -> ServiceObjects:
+def _group(read: InputObjects, entry: ServiceEntry) -> ServiceObjects:
     model = read.model
-    service = model(members[0])
+    service = model(entry.members[0])
     assert isinstance(service, Service)
-    return _service_objects(read.raw[members[0]].source, service, [model(i) for i in members[1:]])
+    return _service_objects(entry.source, service, [model(i) for i in entry.members[1:]])
 
 
 def _service_objects(source: str, service: Service, others: Iterable[KubeObject]) -> ServiceObjects:
@@ -205,25 +211,30 @@ def _service_objects(source: str, service: Service, others: Iterable[KubeObject]
 
 
 def _members_by_service(
-    raw: Sequence[RawObject], validated: ValidatedObjects
-) -> tuple[dict[ServiceRef, list[int]], dict[int, str]]:
-    """Input indices of each Service's objects, the Service first (Services absent from the
-    input have no entry: their slices and Endpoints change nothing), and the Service-name label
-    of each EndpointSlice."""
+    read: InputObjects, validated: ValidatedObjects
+) -> tuple[dict[ServiceRef, tuple[str, list[int]]], dict[int, str]]:
+    """The source of each Service and the input indices of its objects, the Service first
+    (Services absent from the input have no entry: their slices and Endpoints change nothing),
+    and the Service-name label of each EndpointSlice."""
     services: dict[ServiceRef, int] = {}
     others: dict[ServiceRef, list[int]] = {}
     labels: dict[int, str] = {}
     slice_kind, service_kind = EndpointSlice.KIND, Service.KIND
-    for index, _, (kind, namespace, name) in validated.accepted:
+    for index, model, (kind, namespace, name) in validated.accepted:
         # The Service an object belongs to, as resolve.plan.service_ref_of reads it from the
         # model (an EndpointSlice by its service-name label).
         if kind == service_kind:
             services[(namespace, name)] = index
             continue
         if kind == slice_kind:
-            label = (raw[index].data["metadata"].get("labels") or {}).get(SERVICE_NAME_LABEL)
+            if isinstance(model, EndpointSlice):
+                label = model.service_name
+            else:  # known valid to the memo: only its identity was read
+                label = (read.raw[index].data["metadata"].get("labels") or {}).get(SERVICE_NAME_LABEL)
             if not label:
                 continue
             labels[index] = name = label
         others.setdefault((namespace, name), []).append(index)
-    return {ref: [index, *others.get(ref, ())] for ref, index in services.items()}, labels
+    sources = read.sources
+    groups = {ref: (sources[index], [index, *others.get(ref, ())]) for ref, index in services.items()}
+    return groups, labels

@@ -39,12 +39,13 @@ class InputObjects:
     """The objects read from the sources, and (fingerprinted) what a memo learns of them."""
 
     raw: list[RawObject] = field(default_factory=list)  # an unparsed object's data: its identity
+    sources: list[str] = field(default_factory=list)  # of each object (kept by drop_data)
     errors: list[Diagnostic] = field(default_factory=list)  # of reading (parse_source's)
     fingerprints: list[Fingerprint] = field(default_factory=list)  # of each object (fingerprinted)
     trusted: set[int] = field(default_factory=set)  # indices of the objects the memo knows valid
     identities: dict[int, Identity] = field(default_factory=dict)  # of the valid objects
     indexes: dict[str, SourceIndex] = field(default_factory=dict)  # of the list sources
-    valid: list[int] = field(default_factory=list)  # indices of the valid objects
+    valid: list[int] = field(default_factory=list)  # indices of the valid objects (fingerprinted)
     models: dict[int, KubeObject] = field(default_factory=dict)  # of the objects validated
     _encoded: dict[int, bytes] = field(default_factory=dict)
     _unparsed: dict[int, _Item] = field(default_factory=dict)
@@ -83,7 +84,12 @@ class InputObjects:
 
     def members(self, indices: Iterable[int]) -> Members:
         """A group's objects as a memo keeps them: (source, fingerprint) each."""
-        return tuple((self.raw[i].source, self.fingerprints[i]) for i in indices)
+        return tuple((self.sources[i], self.fingerprints[i]) for i in indices)
+
+    def drop_data(self) -> None:
+        """Forget the objects' data (not their sources), for a run that will not read it again:
+        the data is as large as the models."""
+        del self.raw[:]
 
 
 def read_whole(sources: Iterable[Source]) -> InputObjects:
@@ -92,6 +98,7 @@ def read_whole(sources: Iterable[Source]) -> InputObjects:
     for source in sources:
         objects, problems = parse_source(source.name, source.data)
         read.raw.extend(objects)
+        read.sources.extend([source.name] * len(objects))
         read.errors.extend(problems)
     return read
 
@@ -110,6 +117,7 @@ def read_fingerprinted(sources: Iterable[Source], memo: Memo | None) -> InputObj
                 read._encoded[len(raw)] = encoded = MARSHALLED + encode_object(obj.data)
                 fingerprints.append(fingerprint_bytes(encoded))
                 raw.append(obj)
+            read.sources.extend([source.name] * len(objects))
             continue
         read.indexes[source.name] = (scanned.index, scanned.context)
         name = source.name
@@ -131,6 +139,7 @@ def read_fingerprinted(sources: Iterable[Source], memo: Memo | None) -> InputObj
                 data = json.loads(text[start:end])
             read._items[index] = (*unparsed, start, end, prefix)
             raw.append(scanned.raw_object(name, data))
+        read.sources.extend([name] * len(scanned.items))
     return read
 
 
