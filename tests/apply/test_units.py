@@ -1,29 +1,11 @@
-"""Pure parts of apply: script splitting, conntrack deletions, state file."""
+"""Pure parts of apply: conntrack deletions, state file."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from svc2rules.backends.nftables.apply import element_key, split_script
 from svc2rules.host.conntrack import stale_deletions
 from svc2rules.host.state import StateStore
-
-
-def test_split_script_separates_skeleton_and_elements() -> None:
-    text = (
-        "table ip t {\n"
-        "\tmap m {\n\t\ttype ipv4_addr : verdict\n\t\telements = {\n"
-        '\t\t\t1.2.3.4 comment "ns/a:p" : goto c,\n\t\t\t5.6.7.8 : drop,\n\t\t}\n\t}\n'
-        "\tset s {\n\t\ttype ipv4_addr\n\t}\n"
-        "\tchain c {\n\t\treject\n\t}\n}\n"
-    )
-    skeleton, elements = split_script(text)
-    assert "1.2.3.4" not in skeleton and "elements" not in skeleton and "reject" in skeleton
-    assert elements == {
-        "m": {"1.2.3.4": '1.2.3.4 comment "ns/a:p" : goto c', "5.6.7.8": "5.6.7.8 : drop"},
-        "s": {},
-    }
-    assert element_key("1.2.3.4 . tcp . 80 : jump x") == "1.2.3.4 . tcp . 80"
 
 
 def udp(endpoints: list[tuple[str, int]], nodeport: int = 0) -> dict[str, object]:
