@@ -31,6 +31,7 @@ import base64
 import binascii
 import math
 import re
+import sys
 from collections.abc import Hashable, Iterator
 from typing import Any
 
@@ -265,7 +266,9 @@ class KubeConstructor(SafeConstructor):
         self.flatten_mapping(node)
         mapping: dict[Hashable, Any] = {}
         for key_node, value_node in node.value:
-            key = json_key(key_node, self.construct_object(key_node, deep=deep))
+            # Interned: each document repeats the same few field names (JSON's decoder shares
+            # them within a document; a YAML stream of 60k documents would keep 60k copies).
+            key = sys.intern(json_key(key_node, self.construct_object(key_node, deep=deep)))
             value = self.construct_object(value_node, deep=deep)
             if key in mapping:
                 self.duplicates.append((node, key_node, key))

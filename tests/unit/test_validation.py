@@ -300,3 +300,18 @@ def test_a_huge_name_makes_a_short_line() -> None:
     problems = problems_of(service(name="n" * 10_000_000))
     assert problems and all(len(p) < 4000 for p in problems)
     assert "(10000004 characters)" in problems[0]  # how long the object's name was
+
+
+def test_equal_endpoint_conditions_are_one_frozen_instance_and_still_strictly_checked() -> None:
+    ready = {"ready": True, "serving": True, "terminating": False}
+    eps = [endpoint(f"10.180.0.{i}", **ready) for i in range(1, 4)]
+    (_, slice_), *_ = validate_objects([RawObject("in.yaml", endpoint_slice(endpoints=eps))]).objects
+    assert isinstance(slice_, EndpointSlice) and slice_.endpoints is not None
+    first, *others = (ep.conditions for ep in slice_.endpoints)
+    assert all(other is first for other in others)
+    # a lax read of "true" (to report other problems) shares nothing with a strict read
+    bad = endpoint_slice(endpoints=[{"addresses": ["10.180.0.1"], "conditions": {"ready": "true"}}])
+    assert problems_of(bad) == [
+        'in.yaml: EndpointSlice ns1/svc1-abcde: endpoints[0].conditions.ready: Invalid value: "true": '
+        "must be a boolean"
+    ]
