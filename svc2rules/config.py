@@ -17,6 +17,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from svc2rules.addresses import strict_ip, strict_network
+from svc2rules.dns_names import dns1123_subdomain_problem
 from svc2rules.errors import UsageError, quote_value
 from svc2rules.family import IPFamily
 
@@ -209,7 +211,7 @@ class ProxyConfig(BaseModel):
 
 def parse_ip(text: str) -> str:
     try:
-        return str(ipaddress.ip_address(text.strip()))
+        return str(strict_ip(text.strip()))  # no IPv6 zone: Go's parser refuses one
     except ValueError:
         raise ValueError(f"invalid IP address {quote_value(text)}") from None
 
@@ -219,7 +221,7 @@ def parse_cidr(text: str) -> tuple[str, bool]:
     parses CIDRs with Go's net.ParseCIDR, which accepts host bits and keeps the network; so do we
     (the caller warns)."""
     try:
-        network = ipaddress.ip_network(text.strip(), strict=False)
+        network = strict_network(text.strip())  # no IPv6 zone, no netmask: as net.ParseCIDR
     except ValueError:
         raise ValueError(f"invalid CIDR {quote_value(text)}") from None
     return str(network), network.network_address != ipaddress.ip_address(text.strip().split("/")[0])
@@ -230,6 +232,10 @@ def parse_node_name(text: str) -> str:
     name = text.strip().lower()
     if not name:
         raise ValueError(f"invalid node name {quote_value(text)}: must not be empty")
+    # A Node's name, as the API server validates it (no endpoint could name anything else).
+    problem = dns1123_subdomain_problem(name)
+    if problem is not None:
+        raise ValueError(f"invalid node name {quote_value(text)}: {problem}")
     return name
 
 

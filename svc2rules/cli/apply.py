@@ -24,6 +24,7 @@ from svc2rules.cli.common import (
     HostNodeIPOpt,
     HostNodeNameOpt,
     MasqAllOpt,
+    MaxInputBytesOpt,
     NodePortAddressesOpt,
     NodeZoneOpt,
     RecursiveOpt,
@@ -53,6 +54,7 @@ from svc2rules.cli.options import (
 )
 from svc2rules.host.state import DEFAULT_STATE_DIR
 from svc2rules.load import read_sources
+from svc2rules.load.reader import DEFAULT_MAX_INPUT_BYTES
 
 StateDirOpt = Annotated[
     Path,
@@ -95,8 +97,12 @@ def _render_flags(
     )
 
 
-def _input(filename: list[str] | None, recursive: bool, chosen: CommandOptions) -> ApplyInput:
-    sources = read_sources(filename or [], recursive=recursive, stdin=sys.stdin.buffer)
+def _input(
+    filename: list[str] | None, recursive: bool, max_input_bytes: int, chosen: CommandOptions
+) -> ApplyInput:
+    sources = read_sources(
+        filename or [], recursive=recursive, stdin=sys.stdin.buffer, max_bytes=max_input_bytes
+    )
     return ApplyInput(sources, chosen.config, chosen.backend, chosen.render, warn)
 
 
@@ -111,6 +117,7 @@ def _print_notes(report: ApplyReport, *, timings: bool = False) -> None:
 def apply_command(
     filename: FileOpt = None,
     recursive: RecursiveOpt = False,
+    max_input_bytes: MaxInputBytesOpt = DEFAULT_MAX_INPUT_BYTES,
     backend: BackendOpt = None,
     node_name: HostNodeNameOpt = None,
     node_ip: HostNodeIPOpt = None,
@@ -187,7 +194,7 @@ def apply_command(
         )
         chosen.warn_missing_facts()
         report = apply_plan(
-            _input(filename, recursive, chosen),
+            _input(filename, recursive, max_input_bytes, chosen),
             ApplyOptions(
                 state_dir=state_dir,
                 dry_run=dry_run,
@@ -224,6 +231,7 @@ def apply_command(
 def diff_command(
     filename: FileOpt = None,
     recursive: RecursiveOpt = False,
+    max_input_bytes: MaxInputBytesOpt = DEFAULT_MAX_INPUT_BYTES,
     backend: BackendOpt = None,
     node_name: HostNodeNameOpt = None,
     node_ip: HostNodeIPOpt = None,
@@ -276,7 +284,7 @@ def diff_command(
             )
             chosen.warn_missing_facts()
             text, changed = diff_plan(
-                _input(filename, recursive, chosen),
+                _input(filename, recursive, max_input_bytes, chosen),
                 ApplyOptions(state_dir=state_dir, lock_timeout=lock_timeout),
             )
             sys.stdout.write(text)

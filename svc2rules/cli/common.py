@@ -23,8 +23,10 @@ from svc2rules.errors import (
     LockBusyError,
     Svc2RulesError,
     UsageError,
+    printable,
     quote_value,
 )
+from svc2rules.load.reader import DEFAULT_MAX_INPUT_BYTES
 
 
 class ExitCode(IntEnum):
@@ -94,6 +96,15 @@ FileOpt = Annotated[
     ),
 ]
 RecursiveOpt = Annotated[bool, typer.Option("-R", "--recursive", help="Read folders recursively.")]
+MaxInputBytesOpt = Annotated[
+    int,
+    typer.Option(
+        "--max-input-bytes",
+        min=0,
+        help="Refuse input larger than this many bytes, all sources together, before parsing it "
+        f"(default {DEFAULT_MAX_INPUT_BYTES // 2**20} MiB: about 4 GiB of memory to compile).",
+    ),
+]
 BackendOpt = Annotated[
     str | None,
     typer.Option(
@@ -213,7 +224,8 @@ def cli_errors() -> Iterator[None]:
 
 
 def err(line: str) -> None:
-    sys.stderr.write(line.replace("\n", "\\n") + "\n")
+    # One line a terminal prints as it is: control characters escaped, a huge value shortened.
+    sys.stderr.write(printable(line) + "\n")
 
 
 def warn(diagnostics: list[Diagnostic]) -> None:

@@ -14,6 +14,7 @@ from svc2rules.cli.common import (
     ConfigOpt,
     FileOpt,
     MasqAllOpt,
+    MaxInputBytesOpt,
     NodeIPOpt,
     NodeNameOpt,
     NodePortAddressesOpt,
@@ -45,6 +46,7 @@ from svc2rules.cli.options import (
 from svc2rules.compile import ServiceEntry, compile_sources
 from svc2rules.errors import UsageError, quote_value
 from svc2rules.load import Source, read_sources
+from svc2rules.load.reader import DEFAULT_MAX_INPUT_BYTES
 
 # `ir` is the first name of `json` (the resolved model as canonical JSON), kept as it was.
 OUTPUTS = ("rules", "json", "yaml", "ir")
@@ -58,6 +60,7 @@ OUTPUTS = ("rules", "json", "yaml", "ir")
 def compile_command(
     filename: FileOpt = None,
     recursive: RecursiveOpt = False,
+    max_input_bytes: MaxInputBytesOpt = DEFAULT_MAX_INPUT_BYTES,
     backend: BackendOpt = None,
     node_name: NodeNameOpt = None,
     node_ip: NodeIPOpt = None,
@@ -118,7 +121,9 @@ def compile_command(
             ),
             backend,
         )
-        sources = read_sources(filename or [], recursive=recursive, stdin=sys.stdin.buffer)
+        sources = read_sources(
+            filename or [], recursive=recursive, stdin=sys.stdin.buffer, max_bytes=max_input_bytes
+        )
         compiled = compile_sources(sources, chosen.config)
         warn(compiled.warnings)
         if not compiled.services:

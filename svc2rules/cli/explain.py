@@ -15,6 +15,7 @@ from svc2rules.cli.common import (
     ConfigOpt,
     FileOpt,
     MasqAllOpt,
+    MaxInputBytesOpt,
     NodeIPOpt,
     NodeNameOpt,
     NodeZoneOpt,
@@ -30,6 +31,7 @@ from svc2rules.errors import UsageError, quote_value
 from svc2rules.explain import Origin, Query, explain, format_text
 from svc2rules.ir import Protocol
 from svc2rules.load import read_sources
+from svc2rules.load.reader import DEFAULT_MAX_INPUT_BYTES
 
 _PROTOCOLS = {p.keyword: p for p in Protocol}
 
@@ -50,6 +52,7 @@ def explain_command(
     ] = None,
     filename: FileOpt = None,
     recursive: RecursiveOpt = False,
+    max_input_bytes: MaxInputBytesOpt = DEFAULT_MAX_INPUT_BYTES,
     backend: BackendOpt = None,
     node_name: NodeNameOpt = None,
     node_ip: NodeIPOpt = None,
@@ -83,7 +86,9 @@ def explain_command(
             masquerade_all=masquerade_all,
         )
         backend_name = choose_backend(backend, mode)
-        sources = read_sources(filename or [], recursive=recursive, stdin=sys.stdin.buffer)
+        sources = read_sources(
+            filename or [], recursive=recursive, stdin=sys.stdin.buffer, max_bytes=max_input_bytes
+        )
         compiled = compile_sources(sources, proxy_config)
         warn(compiled.warnings)
         result = explain(compiled.plan(), query, backend_name)

@@ -23,6 +23,7 @@ from svc2rules.cli.common import (
     ClusterCIDROpt,
     ConfigOpt,
     FileOpt,
+    MaxInputBytesOpt,
     NodeIPOpt,
     NodeNameOpt,
     NodeZoneOpt,
@@ -38,6 +39,7 @@ from svc2rules.config import ProxyConfig
 from svc2rules.errors import UsageError
 from svc2rules.host.state import DEFAULT_STATE_DIR
 from svc2rules.load import Source, read_sources
+from svc2rules.load.reader import DEFAULT_MAX_INPUT_BYTES
 from svc2rules.userspace.balancer import Balancing
 from svc2rules.userspace.runner import Manifests, Runner, Runtime
 from svc2rules.userspace.server import ProxySettings
@@ -56,6 +58,7 @@ LOG_LEVELS = {
 def proxy_command(
     filename: FileOpt = None,
     recursive: RecursiveOpt = False,
+    max_input_bytes: MaxInputBytesOpt = DEFAULT_MAX_INPUT_BYTES,
     node_name: NodeNameOpt = None,
     node_ip: NodeIPOpt = None,
     node_zone: NodeZoneOpt = None,
@@ -136,7 +139,7 @@ def proxy_command(
 
         def read_paths() -> list[Source]:
             # The files again on every call (SIGHUP); never stdin, which cannot be re-read.
-            return read_sources(paths, recursive=recursive, stdin=io.BytesIO())
+            return read_sources(paths, recursive=recursive, stdin=io.BytesIO(), max_bytes=max_input_bytes)
 
         def load() -> Manifests:
             sources = read_paths()

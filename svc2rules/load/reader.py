@@ -13,10 +13,11 @@ from svc2rules.errors import Diagnostic, InputError
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 STDIN_NAME = "<stdin>"
-# All sources of a run together. A compile holds about 20 times its input in memory (30,000
-# Services with 10 endpoints each: 55 MB of kubectl JSON, about 1 GiB), so 256 MiB of input is
-# about 5 GiB: more than any real cluster's Services and EndpointSlices (Kubernetes' tested
-# limits are 10,000 Services), far less than what exhausts a node. --max-input-bytes raises it.
+# All sources of a run together. A compile holds about 15 times its input in memory (30,000
+# Services with 10 endpoints each: 55 MB of kubectl JSON or 51 MB of YAML, about 810 MB at its
+# peak), so 256 MiB of input is about 4 GiB: more than any real cluster's Services and
+# EndpointSlices (Kubernetes' tested limit is 10,000 Services), well short of what exhausts a
+# node. --max-input-bytes raises it.
 DEFAULT_MAX_INPUT_BYTES = 256 * 1024 * 1024
 _CHUNK = 1024 * 1024
 
