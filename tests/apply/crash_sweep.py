@@ -57,7 +57,7 @@ def _netns(pid: int) -> int | None:
         return None
 
 
-def _is_loader(argv: Sequence[str]) -> bool:
+def is_loader(argv: Sequence[str]) -> bool:
     if not argv:
         return False
     tool, args = os.path.basename(argv[0]), set(argv[1:])
@@ -76,9 +76,7 @@ def loaders_in(host: Host) -> list[str]:
     """Kernel writers running in the host's network namespace, whoever started them."""
     netns = os.stat(f"/run/netns/{host.name}").st_ino
     return [
-        " ".join(argv)
-        for pid in sorted(_pids())
-        if _is_loader(argv := _cmdline(pid)) and _netns(pid) == netns
+        " ".join(argv) for pid in sorted(_pids()) if is_loader(argv := _cmdline(pid)) and _netns(pid) == netns
     ]
 
 
@@ -100,7 +98,7 @@ class Run:
             if _parent(pid) != self.proc.pid:
                 # A process never becomes apply's child later (orphans go to init).
                 self._strangers.add(pid)
-            elif _is_loader(_cmdline(pid)) and _netns(pid) == self.netns:
+            elif is_loader(_cmdline(pid)) and _netns(pid) == self.netns:
                 first, _ = self.loaders.get(pid, (now, now))
                 self.loaders[pid] = (first, now)
 

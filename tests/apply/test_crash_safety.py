@@ -14,6 +14,7 @@ spread over the whole run, and adds an incremental iptables update:
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -51,7 +52,7 @@ LONG = os.environ.get("SVC2RULES_CRASH_SWEEP") == "long"
 SEED = int(os.environ.get("SVC2RULES_CRASH_SEED", str(int(time.time()))))
 LONG_KILLS = {signal.SIGKILL: 24, signal.SIGTERM: 12}
 ISSUE_MOMENT = 1.2  # s after iptables-restore appears: where the issue's kills left nat without filter
-SIGNALS = pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=lambda s: s.name)
+each_signal = pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=lambda s: s.name)
 long_only = pytest.mark.skipif(not LONG, reason="long crash sweep only: SVC2RULES_CRASH_SWEEP=long")
 
 Tables = dict[str, Table]
@@ -238,19 +239,21 @@ def sweep_replace(
         outcome, live = kill_once(ref, host, target, aim, old, extra, log)
         outcomes.append(outcome)
         if outcome.held is None:
-            settled += filter(None, [settle(ref, host, target)])
+            if problem := settle(ref, host, target):
+                settled.append(problem)
             current, old = target, ref.read(host)
         else:
             current, old = (target if outcome.held == NEW else current), live
     # The killed run's input, once more: whatever the last kill left, the next run converges.
-    settled += filter(None, [settle(ref, host, target)])
+    if problem := settle(ref, host, target):
+        settled.append(problem)
     verdict(outcomes, settled)
 
 
 # -- iptables --------------------------------------------------------------------------------------
 
 
-@SIGNALS
+@each_signal
 def test_killed_first_iptables_load_leaves_nothing_or_everything(
     iptables_reference: Reference, sig: signal.Signals, tmp_path: Path
 ) -> None:
@@ -269,7 +272,7 @@ def test_killed_first_iptables_load_leaves_nothing_or_everything(
     nothing = {table: Table((), None) for table in XT_TABLES}
     outcomes: list[Outcome] = []
     settled: list[str] = []
-    hosts = iter(range(1000))
+    hosts = itertools.count()
     host = new_host(tmp_path, f"first{next(hosts)}")
     try:
         for i, aim in enumerate(_aims(window, sig, short, issue_moment=True)):
@@ -278,16 +281,18 @@ def test_killed_first_iptables_load_leaves_nothing_or_everything(
             if outcome.held != OLD:
                 # Something of ours is loaded: the next run must converge, and the next kill
                 # needs a host with nothing of ours again.
-                settled += filter(None, [settle(ref, host, "a")])
+                if problem := settle(ref, host, "a"):
+                    settled.append(problem)
                 drop_host(host)
                 host = new_host(tmp_path, f"first{next(hosts)}")
-        settled += filter(None, [settle(ref, host, "a")])
+        if problem := settle(ref, host, "a"):
+            settled.append(problem)
     finally:
         drop_host(host)
     verdict(outcomes, settled)
 
 
-@SIGNALS
+@each_signal
 def test_killed_full_iptables_reload_leaves_old_or_new(
     iptables_reference: Reference, sig: signal.Signals
 ) -> None:
@@ -301,7 +306,7 @@ def test_killed_full_iptables_reload_leaves_old_or_new(
 
 
 @long_only
-@SIGNALS
+@each_signal
 def test_killed_iptables_update_leaves_old_or_new(iptables_reference: Reference, sig: signal.Signals) -> None:
     """An incremental write that changes every Service (a trusted state)."""
     ref = iptables_reference
@@ -318,7 +323,7 @@ def test_killed_iptables_update_leaves_old_or_new(iptables_reference: Reference,
 # -- nftables ------------------------------------------------------------------------------------
 
 
-@SIGNALS
+@each_signal
 def test_killed_nft_element_update_leaves_old_or_new(
     nftables_reference: Reference, sig: signal.Signals
 ) -> None:
