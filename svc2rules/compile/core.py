@@ -26,7 +26,7 @@ Pure: no I/O. Where the memo lives, and when it can be trusted, is the caller's 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from svc2rules.compile.fingerprint import Fingerprint, fingerprint_bytes, fingerprint_config
 from svc2rules.compile.memo import Memo
@@ -77,6 +77,8 @@ class Compilation:
     warnings: list[Diagnostic]  # exactly those of a full compile, in the same order
     objects: InputObjects | None = None  # kept when fingerprinted
     memo: Memo | None = None
+    # A lenient compile's problems: every object (or source) they concern was left out.
+    skipped: list[Diagnostic] = field(default_factory=list)
 
     def plan(self) -> Plan:
         return self.resolve().plan
@@ -118,17 +120,23 @@ class Compilation:
 
 
 def compile_sources(
-    sources: Iterable[Source], config: ProxyConfig, memo: Memo | None = None, *, fingerprint: bool = False
+    sources: Iterable[Source],
+    config: ProxyConfig,
+    memo: Memo | None = None,
+    *,
+    fingerprint: bool = False,
+    lenient: bool = False,
 ) -> Compilation:
     """Read, validate and group the input, and resolve every Service the memo does not know
     (without a memo: every Service). With a memo or `fingerprint`, every object and Service
     gets its fingerprint and the result keeps what a memo learns.
 
-    Raises InputError with every problem of the input.
+    Raises InputError with every problem of the input; `lenient` instead leaves out what they
+    concern (an invalid object, an unreadable source) and lists them in `skipped`.
     """
     fingerprinted = fingerprint or memo is not None
     read = read_fingerprinted(sources, memo) if fingerprinted else read_whole(sources)
-    validated = validate_input(read)
+    validated = validate_input(read, lenient=lenient)
     if not fingerprinted:
         # Nothing reads the parsed data again (grouping and resolution read the models): it
         # goes now, so the peak memory is that of validating or of resolving, not of both.
@@ -142,6 +150,8 @@ def compile_sources(
     read.models = {i: obj for i, obj, _ in validated.accepted if obj is not None}
     group_fingerprint = _GroupFingerprints(config, read) if fingerprinted else None
     compiled = Compilation(config, [], validated.warnings, read if fingerprinted else None, memo)
+    if lenient:
+        compiled.skipped = read.errors + validated.errors
     services = compiled.services
     for ref, (source, members) in sorted(groups.items()):
         digest = group_fingerprint(members) if group_fingerprint is not None else None
@@ -159,12 +169,13 @@ def compile_sources(
     return compiled
 
 
-def validate_input(read: InputObjects) -> ValidatedObjects:
+def validate_input(read: InputObjects, *, lenient: bool = False) -> ValidatedObjects:
     """Validate the objects read (not those the memo knows valid); raise InputError with every
-    problem of the input (reading's first, as a full compile reports them)."""
+    problem of the input (reading's first, as a full compile reports them). `lenient`: the
+    invalid objects are only left out (validation accepts the valid ones either way)."""
     validated = validate_objects(read.raw, read.trusted)
     errors = read.errors + validated.errors
-    if errors:
+    if errors and not lenient:
         raise InputError(errors)
     return validated
 
