@@ -62,8 +62,10 @@ class StateStore:
         self.bulk_keys = bulk_keys
         self.path = state_dir / f"{backend}.json"
         self.pending_path = state_dir / f"{backend}.pending.json"
-        # The bulk part complete() read last: (file, records, content).
+        # The bulk part complete() read last, or the one this store committed last:
+        # (file, records, content). A store kept between writes (`svc2rules run`) appends to it.
         self._base: tuple[str, list[tuple[int, int, int]], dict[str, Any]] | None = None
+        self._pending_base: tuple[str, list[tuple[int, int, int]], dict[str, Any]] | None = None
 
     def load(self) -> dict[str, Any] | None:
         """The state without its bulk part (see complete())."""
@@ -109,8 +111,10 @@ class StateStore:
         self._remove_temporaries()
         state = dict(state)
         bulk = {key: state.pop(key) for key in self.bulk_keys if key in state}
+        self._pending_base = None
         if bulk:
-            state[BULK_REF] = self._write_bulk(bulk, touched or {})
+            ref = state[BULK_REF] = self._write_bulk(bulk, touched or {})
+            self._pending_base = (ref["file"], ref["records"], bulk)
         state["format"] = BULK_FORMAT if BULK_REF in state else FORMAT
         _write(self.pending_path, state)
 
@@ -120,9 +124,11 @@ class StateStore:
             _fsync_dir(self.dir)
         except OSError as exc:
             raise ApplyError(f"cannot update state file {self.path}: {exc.strerror or exc}") from exc
+        self._base, self._pending_base = self._pending_base, None
         self._collect()
 
     def drop_pending(self) -> None:
+        self._pending_base = None
         with contextlib.suppress(FileNotFoundError):
             self.pending_path.unlink()
         self._collect()
