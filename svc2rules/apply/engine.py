@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,6 +56,9 @@ class ApplyOptions:
     # An input without a single Service would remove every Service's rules: what a failed
     # `kubectl get ... | svc2rules apply` feeds us. Refused unless the user insists.
     allow_empty: bool = False
+    # Read and write `<state-dir>/<backend>.cache`. False: the input keeps its own memo in
+    # memory and compiles with fingerprints itself (`svc2rules run`'s LiveInput).
+    compile_cache: bool = True
 
 
 @dataclass
@@ -84,22 +88,73 @@ class ApplyInput:
     backend: str
     options: RenderOptions[Any] = field(default_factory=RenderOptions)
     on_warnings: Callable[[list[Diagnostic]], None] = field(default=lambda _: None)
+    # Leave invalid objects out (each problem goes to on_skipped) instead of refusing the input.
+    skip_invalid: bool = False
+    on_skipped: Callable[[list[Diagnostic]], None] = field(default=lambda _: None)
 
     def compile(self, cache: CompileCache | None) -> Compilation:
-        compiled = compile_sources(self.sources, self.config, cache)
+        compiled = compile_sources(self.sources, self.config, cache, lenient=self.skip_invalid)
+        self.on_skipped(compiled.skipped)
         self.on_warnings(compiled.warnings)
         return compiled
 
     def digest(self) -> str:
         """Everything the compiled rules depend on: the svc2rules version and code, the backend,
-        the node config, the render options and every input file's name and bytes."""
+        the node config, the render options and every input file's name and bytes (by digest,
+        so that an input kept in memory hashes only the files that changed)."""
         digest = hashlib.sha256()
         for part in (__version__, code_identity(), self.backend, repr(self.config), repr(self.options)):
             digest.update(part.encode() + b"\0")
-        for source in self.sources:
-            digest.update(source.name.encode() + b"\0" + str(len(source.data)).encode() + b"\0")
-            digest.update(source.data)
+        digest.update(repr(self.skip_invalid).encode() + b"\0")
+        for source, data_digest in zip(self.sources, self.source_digests(), strict=True):
+            digest.update(source.name.encode() + b"\0" + data_digest)
         return digest.hexdigest()
+
+    def source_digests(self) -> list[bytes]:
+        """The digest of each source's bytes, in order."""
+        return [source_digest(source.data) for source in self.sources]
+
+
+def source_digest(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+@dataclass
+class EngineMemory:
+    """What one long-running process (`svc2rules run`) keeps between applies: the state store
+    (whose bulk log it appends to) and the complete state it committed last. That state is used
+    instead of reading the state file as long as the file is the one this process wrote (same
+    inode, time and size): another run's write, or a crash, makes the next apply read it again."""
+
+    store: StateStore | None = None
+    state: BaseState | None = None
+    stamp: tuple[int, int, int] | None = None
+
+    def store_for(self, state_dir: Path, backend: str, bulk_keys: tuple[str, ...]) -> StateStore:
+        store = self.store
+        if store is None or store.dir != state_dir or store.backend != backend:
+            store = self.store = StateStore(state_dir, backend, bulk_keys)
+            self.forget()
+        return store
+
+    def recall(self, store: StateStore) -> BaseState | None:
+        if self.state is None or self.stamp != _stamp(store.path):
+            return None
+        return self.state
+
+    def keep(self, store: StateStore, state: BaseState) -> None:
+        self.state, self.stamp = state, _stamp(store.path)
+
+    def forget(self) -> None:
+        self.state, self.stamp = None, None
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_ino, info.st_mtime_ns, info.st_size
 
 
 def applier_for(backend: str, options: RenderOptions[Any]) -> AnyApplier:
@@ -128,10 +183,11 @@ def _trusted_state(
     *,
     dry_run: bool,
     resync: bool = False,
+    remembered: BaseState | None = None,
 ) -> tuple[BaseState | None, bool]:
     """The state to diff against and whether it matches the kernel. A trusted state may still
-    lack its bulk part (StateStore.complete)."""
-    state = cast(BaseState | None, store.load())
+    lack its bulk part (StateStore.complete), unless it is the `remembered` one (EngineMemory)."""
+    state = remembered if remembered is not None else cast(BaseState | None, store.load())
     pending = cast(BaseState | None, store.load_pending())
     marker = applier.marker(runner, pending or state)
     if pending is not None:
@@ -168,21 +224,37 @@ def _live_with_udp(
     return live
 
 
-def apply_plan(apply_input: ApplyInput, options: ApplyOptions, runner: Runner | None = None) -> ApplyReport:
+def apply_plan(
+    apply_input: ApplyInput,
+    options: ApplyOptions,
+    runner: Runner | None = None,
+    memory: EngineMemory | None = None,
+) -> ApplyReport:
     """Apply an input: skipped when it is the one last applied and the kernel still matches the
-    state, else compiled incrementally and loaded as the smallest write."""
+    state, else compiled incrementally and loaded as the smallest write. `memory` keeps the state
+    between the applies of one process."""
     backend = apply_input.backend
     applier = applier_for(backend, apply_input.options)
     report = ApplyReport()
     timer = _Timer(report)
     require_net_admin()
     input_digest = apply_input.digest()
-    store = StateStore(options.state_dir, backend, applier.bulk_state_keys)
+    if memory is not None:
+        store = memory.store_for(options.state_dir, backend, applier.bulk_state_keys)
+    else:
+        store = StateStore(options.state_dir, backend, applier.bulk_state_keys)
     with StateLock(options.state_dir, options.lock_timeout) as lock:
         runner = runner or Runner(keep_fds=(lock.fd,) if lock.fd is not None else ())
         timer.lap("lock")
+        remembered = memory.recall(store) if memory is not None else None
         old, trusted = _trusted_state(
-            applier, runner, store, report, dry_run=options.dry_run, resync=options.resync
+            applier,
+            runner,
+            store,
+            report,
+            dry_run=options.dry_run,
+            resync=options.resync,
+            remembered=remembered,
         )
         timer.lap("check")
         if (
@@ -208,7 +280,7 @@ def apply_plan(apply_input: ApplyInput, options: ApplyOptions, runner: Runner | 
                     f"warning: rules of backend {name} are still loaded ({other}); "
                     f"remove them with: svc2rules cleanup --backend {name}"
                 )
-        if trusted and old is not None:
+        if trusted and old is not None and old is not remembered:
             complete = store.complete(old)
             if complete is None:
                 report.notes.append(
@@ -220,8 +292,8 @@ def apply_plan(apply_input: ApplyInput, options: ApplyOptions, runner: Runner | 
                 old = cast(BaseState, complete)
             timer.lap("state")
         generation = new_generation()
-        cache = CompileCache.load(cache_path(options.state_dir, backend))
-        if cache.note:
+        cache = CompileCache.load(cache_path(options.state_dir, backend)) if options.compile_cache else None
+        if cache is not None and cache.note:
             report.notes.append(cache.note)
         compiled = apply_input.compile(cache)
         timer.lap("compile")
@@ -243,8 +315,14 @@ def apply_plan(apply_input: ApplyInput, options: ApplyOptions, runner: Runner | 
             return report
         if change.kind == ChangeKind.NONE:
             report.notes.extend(_set_sysctls(wanted_sysctls, options))
-            _record_unchanged(store, old, trusted, change, input_digest, wanted_sysctls)
-            cache.save(compiled)
+            recorded = _record_unchanged(store, old, trusted, change, input_digest, wanted_sysctls)
+            if memory is not None:
+                if recorded is not None:
+                    memory.keep(store, recorded)
+                else:
+                    memory.forget()  # the state file was not rewritten: read it next time
+            if cache is not None:
+                cache.save(compiled)
             timer.lap("cache")
             return report
         # Side effects only once the rules are known good: a refused ruleset leaves the
@@ -261,13 +339,18 @@ def apply_plan(apply_input: ApplyInput, options: ApplyOptions, runner: Runner | 
         except ApplyError:
             store.drop_pending()
             restore_sysctls(previous)
+            if memory is not None:
+                memory.forget()
             raise
         report.notes.extend(_set_notes(previous, wanted_sysctls))
         timer.lap("load")
         report.written = True
         store.commit_pending()
+        if memory is not None:
+            memory.keep(store, change.new_state)
         timer.lap("state")
-        cache.save(compiled)
+        if cache is not None:
+            cache.save(compiled)
         timer.lap("cache")
         if options.conntrack:
             _clear_stale_udp(runner, old, change.new_state, report)
@@ -325,18 +408,21 @@ def _record_unchanged(
     change: Change[Any, Any],
     input_digest: str | None,
     sysctls: dict[str, str],
-) -> None:
+) -> BaseState | None:
     """Same rules from a different input: remember the input (the next run skips the compile)
-    and what the applier learnt about it (e.g. the Services' new fingerprints)."""
+    and what the applier learnt about it (e.g. the Services' new fingerprints). Returns the
+    state as recorded (None: the state file was not trusted, so not rewritten)."""
     if not trusted or old is None:
-        return
+        return None
     update = change.state_update or {}
     if (not input_digest or old.get("input") == input_digest) and all(
         old.get(key) == value for key, value in update.items()
     ):
-        return
-    store.write_pending({**old, **update, "input": input_digest, "sysctls": sysctls})
+        return old
+    recorded = cast(BaseState, {**old, **update, "input": input_digest, "sysctls": sysctls})
+    store.write_pending(recorded)
     store.commit_pending()
+    return recorded
 
 
 def _set_sysctls(wanted: dict[str, str], options: ApplyOptions) -> list[str]:
