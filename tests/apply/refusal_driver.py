@@ -4,7 +4,9 @@ broken (and, optionally, validation skipped), print the error the user would get
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from svc2rules.apply.engine import ApplyInput, ApplyOptions, apply_plan
 from svc2rules.backends import get_backend
@@ -21,15 +23,12 @@ def main() -> int:
     sources = read_sources([manifest], recursive=False, stdin=sys.stdin.buffer)
     factory = get_backend(backend).applier
     assert factory is not None
-    original = factory.plan_change  # type: ignore[attr-defined]
-
-    def broken(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        change = original(self, *args, **kwargs)
-        assert old in change.payload, change.payload
-        change.payload = change.payload.replace(old, new, 1)
-        return change
-
-    factory.plan_change = broken  # type: ignore[attr-defined]
+    # The write is planned from the whole plan or, for an incremental compile, from the
+    # changed Services alone: both are broken the same way.
+    for method in ("plan_change", "plan_services"):
+        original = getattr(factory, method, None)
+        if original is not None:
+            setattr(factory, method, _broken(original, old, new))
     if skip_validation == "yes":
         factory.validate = lambda self, runner, change: None  # type: ignore[attr-defined]
     try:
@@ -39,6 +38,18 @@ def main() -> int:
         return 1
     print("applied")
     return 0
+
+
+def _broken(original: Callable[..., Any], old: str, new: str) -> Callable[..., Any]:
+    def broken(self: Any, *args: Any, **kwargs: Any) -> Any:
+        change = original(self, *args, **kwargs)
+        if change is None:  # plan_services: needs the whole plan (plan_change follows)
+            return None
+        assert old in change.payload, change.payload
+        change.payload = change.payload.replace(old, new, 1)
+        return change
+
+    return broken
 
 
 if __name__ == "__main__":
