@@ -29,6 +29,7 @@ COMMANDS = {
     "compile": "compile",
     "explain": "explain",
     "proxy": "proxy",
+    "run": "run",
 }
 
 
