@@ -152,3 +152,32 @@ class Metrics:
         path = folder / TEXTFILE_NAME
         write_to_textfile(str(path), self.registry)
         return path
+
+
+def one_shot(
+    backend: str,
+    *,
+    elapsed: float,
+    timings: dict[str, float],
+    written: bool,
+    full: bool,
+    skipped: int,
+    failure: str | None,
+) -> Metrics:
+    """The metrics of one `apply` (for `--textfile`): what this run did."""
+    metrics = Metrics(backend)
+    if failure is None:
+        metrics.sync_duration.observe(elapsed)
+        (metrics.full_sync_duration if full else metrics.partial_sync_duration).observe(elapsed)
+        metrics.last_sync.set_to_current_time()
+    else:
+        metrics.sync_failures.labels(reason=failure).inc()
+        if failure == "kernel":
+            metrics.restore_failures.inc()
+    if written and "load" in timings:
+        metrics.kernel_write.observe(timings["load"])
+    if "compile" in timings:
+        metrics.input_read.observe(timings["compile"])
+    metrics.invalid_skipped.inc(skipped)
+    metrics.invalid_objects.set(skipped)
+    return metrics

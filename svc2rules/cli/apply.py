@@ -8,6 +8,10 @@ its previous rules), 3 busy (another run holds our lock or the xtables lock: ret
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -52,6 +56,7 @@ from svc2rules.cli.options import (
     TableOpt,
     build_options,
 )
+from svc2rules.errors import Diagnostic
 from svc2rules.host.state import DEFAULT_STATE_DIR
 from svc2rules.load import read_sources
 from svc2rules.load.reader import DEFAULT_MAX_INPUT_BYTES
@@ -98,12 +103,81 @@ def _render_flags(
 
 
 def _input(
-    filename: list[str] | None, recursive: bool, max_input_bytes: int, chosen: CommandOptions
+    filename: list[str] | None,
+    recursive: bool,
+    max_input_bytes: int,
+    chosen: CommandOptions,
+    run: OneShot | None = None,
 ) -> ApplyInput:
     sources = read_sources(
         filename or [], recursive=recursive, stdin=sys.stdin.buffer, max_bytes=max_input_bytes
     )
-    return ApplyInput(sources, chosen.config, chosen.backend, chosen.render, warn)
+    if run is None:
+        return ApplyInput(sources, chosen.config, chosen.backend, chosen.render, warn)
+    return ApplyInput(
+        sources,
+        chosen.config,
+        chosen.backend,
+        chosen.render,
+        warn,
+        skip_invalid=run.skip_invalid,
+        on_skipped=run.say_skipped,
+    )
+
+
+@dataclass
+class OneShot:
+    """What `apply --skip-invalid` says of the objects it left out, and what `--textfile`
+    writes of the run (its failure too)."""
+
+    skip_invalid: bool
+    textfile: Path | None
+    dry_run: bool
+    backend: str = "iptables"
+    report: ApplyReport | None = None
+    skipped: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def say_skipped(self, problems: list[Diagnostic]) -> None:
+        from svc2rules.agent.invalid import left_out
+
+        lines = left_out(problems)
+        for line in lines:
+            err(f"warning: {line}")
+        self.skipped += len(lines)
+
+    @contextmanager
+    def recorded(self) -> Iterator[OneShot]:
+        failure: str | None = "failed"
+        try:
+            yield self
+            failure = None
+        except typer.Exit as exc:
+            failure = {int(ExitCode.INVALID): "invalid", int(ExitCode.BUSY): "busy"}.get(
+                exc.exit_code, "failed"
+            )
+            raise
+        finally:
+            if self.textfile is not None and not self.dry_run:
+                self._write(self.textfile, failure)
+
+    def _write(self, folder: Path, failure: str | None) -> None:
+        from svc2rules.agent.metrics import one_shot
+
+        report = self.report
+        metrics = one_shot(
+            self.backend,
+            elapsed=time.monotonic() - self.started,
+            timings=report.timings if report is not None else {},
+            written=report is not None and report.written,
+            full=report is not None and report.kind == "full",
+            skipped=self.skipped,
+            failure=failure,
+        )
+        try:
+            metrics.write_textfile(folder)
+        except OSError as exc:
+            err(f"warning: --textfile {folder}: cannot write: {exc.strerror or exc}")
 
 
 def _print_notes(report: ApplyReport, *, timings: bool = False) -> None:
@@ -163,9 +237,24 @@ def apply_command(
         ),
     ] = False,
     force: ForceOpt = False,
+    skip_invalid: Annotated[
+        bool,
+        typer.Option(
+            "--skip-invalid",
+            help="Leave invalid objects out (one warning each) and apply the rest, instead of refusing the input.",
+        ),
+    ] = False,
+    textfile: Annotated[
+        Path | None,
+        typer.Option(
+            "--textfile",
+            metavar="DIR",
+            help="Also write this run's metrics to DIR/svc2rules.prom (node_exporter's textfile collector).",
+        ),
+    ] = None,
 ) -> None:
     """Load the compiled rules onto this host: validated, one transaction, only what changed."""
-    with cli_errors():
+    with OneShot(skip_invalid, textfile, dry_run).recorded() as run, cli_errors():
         chosen = build_options(
             NodeFlags(
                 config,
@@ -193,8 +282,9 @@ def apply_command(
             foreign=ForeignNames.ALLOW if force else ForeignNames.REFUSE,
         )
         chosen.warn_missing_facts()
-        report = apply_plan(
-            _input(filename, recursive, max_input_bytes, chosen),
+        run.backend = chosen.backend
+        report = run.report = apply_plan(
+            _input(filename, recursive, max_input_bytes, chosen, run),
             ApplyOptions(
                 state_dir=state_dir,
                 dry_run=dry_run,
