@@ -52,7 +52,7 @@ class Host:
             input=stdin,
             capture_output=True,
             text=True,
-            timeout=600,
+            timeout=1800,  # bounds a hang: a big load on a busy machine takes minutes
             check=False,
         )
         if check and proc.returncode != 0:
