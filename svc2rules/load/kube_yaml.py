@@ -207,6 +207,16 @@ class KubeConstructor(SafeConstructor):
         # (mapping node, key node, key) of each key set twice in one mapping
         self.duplicates: list[tuple[MappingNode, Node, str]] = []
 
+    def construct_object(self, node: Node, deep: bool = False) -> Any:
+        """Children before their parent (deep), so an alias inside the node it names is found:
+        go-yaml refuses it ("anchor value contains itself"); PyYAML would build a cyclic value
+        that no later walk could finish."""
+        if node in self.recursive_objects:
+            raise ConstructorError(
+                None, None, "an alias inside the node it names (a recursive anchor)", node.start_mark
+            )
+        return super().construct_object(node, deep=True)
+
     def construct_plain(self, node: ScalarNode) -> Any:
         return self._json(node, go_resolve(node.value))
 

@@ -222,3 +222,12 @@ def test_a_json_integer_too_long_to_convert_is_kept_for_validation_to_name() -> 
     assert problems == []
     port = objects[0].data["spec"]["port"]
     assert isinstance(port, OversizedInt) and repr(port) == "<an integer of 5000 digits>"
+
+
+@pytest.mark.parametrize("text", [b"kind: Service\na: &x [*x]\n", b"kind: Service\nb: &y {k: {j: *y}}\n"])
+def test_a_recursive_anchor_is_refused_not_followed_forever(text: bytes) -> None:
+    objects, problems = parse_source("r.yaml", text)
+    assert objects == []
+    assert [str(p) for p in problems] == [
+        "r.yaml: invalid YAML at line 2 column 4: an alias inside the node it names (a recursive anchor)"
+    ]
