@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from svc2rules.errors import ApplyError
-from svc2rules.host import state as state_module
 from svc2rules.host.state import StateStore
 
 BULK = ("tables",)
@@ -39,7 +38,7 @@ def test_a_write_that_finds_the_disk_full_removes_its_temporary(
             full_disk(fd)
         real_fsync(fd)
 
-    monkeypatch.setattr(state_module.os, "fsync", fsync)
+    monkeypatch.setattr(os, "fsync", fsync)  # the state module calls os.fsync
     with pytest.raises(ApplyError, match="No space left on device"):
         StateStore(tmp_path, "iptables", BULK).write_pending(STATE)
     assert leftovers(tmp_path) == []

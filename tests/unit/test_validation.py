@@ -303,8 +303,7 @@ def test_a_huge_name_makes_a_short_line() -> None:
 
 
 def test_equal_endpoint_conditions_are_one_frozen_instance_and_still_strictly_checked() -> None:
-    ready = {"ready": True, "serving": True, "terminating": False}
-    eps = [endpoint(f"10.180.0.{i}", **ready) for i in range(1, 4)]
+    eps = [endpoint(f"10.180.0.{i}", ready=True, serving=True, terminating=False) for i in range(1, 4)]
     (_, slice_), *_ = validate_objects([RawObject("in.yaml", endpoint_slice(endpoints=eps))]).objects
     assert isinstance(slice_, EndpointSlice) and slice_.endpoints is not None
     first, *others = (ep.conditions for ep in slice_.endpoints)
