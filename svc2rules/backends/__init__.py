@@ -101,6 +101,22 @@ class DataplaneFacts:
     affinity_scope: str | None = None
 
 
+def check_chain_prefix(prefix: str) -> str:
+    """The one rule every backend's chain prefix follows (UsageError naming the flag): the longest
+    chain name any backend makes is kube-proxy's endpoint chain, <prefix>-SEP-<hash>, and the
+    prefix leaves room for it within the kernel's limit."""
+    # Imported here: only the xtables backends need it, and a run imports only what it uses.
+    from svc2rules.syntax.xtables.names import CHAIN_NAME_MAX, HASH_LENGTH
+
+    longest = CHAIN_NAME_MAX - len("-SEP-") - HASH_LENGTH
+    if not prefix or len(prefix) > longest or not prefix.replace("-", "").isalnum():
+        raise UsageError(
+            f"--chain-prefix: must be 1-{longest} letters, digits or '-' (the longest chain name, "
+            f"<prefix>-SEP-<hash>, must fit the kernel's {CHAIN_NAME_MAX} characters), got {prefix!r}"
+        )
+    return prefix
+
+
 def no_options(flags: Mapping[str, str]) -> None:
     """The options reader of a backend that has none."""
     return None

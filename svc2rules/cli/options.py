@@ -12,8 +12,14 @@ from typing import Annotated, Any
 
 import typer
 
-from svc2rules.backends import DEFAULT_CHAIN_PREFIX, DEFAULT_TABLE, Comments, RenderOptions, get_backend
-from svc2rules.backends.iptables.names import ChainNames
+from svc2rules.backends import (
+    DEFAULT_CHAIN_PREFIX,
+    DEFAULT_TABLE,
+    Comments,
+    RenderOptions,
+    check_chain_prefix,
+    get_backend,
+)
 from svc2rules.cli.common import choices, choose_backend, completes, err, missing_node_facts, node_config
 from svc2rules.config import ProxyConfig
 from svc2rules.errors import UsageError, quote_value
@@ -251,10 +257,7 @@ FOREIGN_TABLES = {
 
 
 def _check_names(render: RenderFlags, foreign: ForeignNames, notes: list[str]) -> None:
-    try:
-        ChainNames(render.chain_prefix)
-    except ValueError as exc:
-        raise UsageError(f"--chain-prefix: {exc}") from None
+    check_chain_prefix(render.chain_prefix)
     if not _TABLE_NAME.fullmatch(render.table):
         raise UsageError(
             f"--table: invalid table name {quote_value(render.table)}: letters, digits, '_', '.', '/' "

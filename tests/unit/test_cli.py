@@ -86,10 +86,10 @@ def test_bad_flag_values_are_usage_errors() -> None:
 
 
 def test_warnings_go_to_stderr_and_do_not_fail() -> None:
-    pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: ns1}\n---\n"
+    pod = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: p, namespace: ns1}\n---\n"
     code, out, err = compile_(*NODE_ARGS, stdin=pod + MANIFEST)
     assert code == 0 and "SVC2R-" in out
-    assert err == "warning: <stdin>: Pod ns1/p: skipped: svc2rules does not read v1 Pod\n"
+    assert err == "warning: <stdin>: ConfigMap ns1/p: skipped: svc2rules does not read v1 ConfigMap\n"
 
 
 def test_ir_output_is_json() -> None:
@@ -195,9 +195,10 @@ def test_services_without_any_endpoint_object_are_warned_with_the_likely_cause()
     code, out, err = compile_(*NODE_ARGS, stdin=to_yaml(*services))
     assert code == 0 and "has no endpoints" in out
     assert err == (
-        "warning: none of the 4 Service(s) (ns1/svc0, ns1/svc1, ns1/svc2, ...) has an EndpointSlice "
-        "or Endpoints in the input, so every Service with a selector rejects its traffic; the kubectl "
-        "command probably lacks endpointslices (kubectl get svc,endpointslices -A -o yaml)\n"
+        "warning: <stdin>: none of the 4 Service(s) (ns1/svc0, ns1/svc1, ns1/svc2, ...) has an "
+        "EndpointSlice, Endpoints or matching Pod in the input, so every Service with a selector rejects "
+        "its traffic; the kubectl command probably lacks endpointslices (kubectl get "
+        "svc,endpointslices -A -o yaml)\n"
     )
     # One Service with an EndpointSlice is enough to say the input has them.
     assert compile_(*NODE_ARGS, stdin=to_yaml(*services, endpoint_slice("svc0")))[2] == ""
@@ -216,6 +217,8 @@ def test_invalid_input_gets_its_errors_alone() -> None:
     [
         (["--chain-prefix", "my prefix"], "error: --chain-prefix: "),
         (["--chain-prefix", "TOOLONGPREFIX"], "error: --chain-prefix: "),
+        # Eight characters would make endpoint chains of 29: one more than the kernel takes.
+        (["--chain-prefix", "ABCDEFGH"], "error: --chain-prefix: must be 1-7 letters"),
         (["--table", "my table"], "error: --table: invalid table name"),
         (["--node-ip", "192.168.0.300"], 'error: --node-ip: invalid IP address "192.168.0.300"'),
         (["--node-name", ""], "error: --node-name: invalid node name"),

@@ -8,6 +8,7 @@ stable across runs and never collide with a kube-proxy running on the same host.
 
 from __future__ import annotations
 
+from svc2rules.backends import check_chain_prefix
 from svc2rules.ir import Endpoint, ServicePort
 from svc2rules.syntax.xtables import hash16
 
@@ -29,9 +30,7 @@ class ChainNames:
     """Names of the iptables chains for one chain prefix."""
 
     def __init__(self, prefix: str = DEFAULT_CHAIN_PREFIX) -> None:
-        if not prefix or len(prefix) > 8 or not prefix.replace("-", "").isalnum():
-            raise ValueError(f"chain prefix must be 1-8 letters, digits or '-', got {prefix!r}")
-        self.prefix = prefix
+        self.prefix = check_chain_prefix(prefix)
         self.services = f"{prefix}-SERVICES"
         self.external_services = f"{prefix}-EXTERNAL-SERVICES"
         self.node_ports = f"{prefix}-NODEPORTS"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from svc2rules.backends.iptables.names import ChainNames
+from svc2rules.backends import check_chain_prefix
 from svc2rules.backends.owned_chains import OwnedChains
 from svc2rules.family import IPFamily
 from svc2rules.syntax import ipset, xtables
@@ -29,7 +29,7 @@ class IpvsNames:
 
     @classmethod
     def for_prefix(cls, prefix: str) -> IpvsNames:
-        ChainNames(prefix)  # one validation rule for every backend's prefix
+        check_chain_prefix(prefix)
         return cls(prefix)
 
     @property

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from svc2rules.backends.iptables.names import ChainNames
+from svc2rules.backends import check_chain_prefix
 from svc2rules.backends.owned_chains import OwnedChains
 from svc2rules.family import IPFamily
 
@@ -16,7 +16,7 @@ class UserspaceChains:
 
     @classmethod
     def for_prefix(cls, prefix: str) -> UserspaceChains:
-        ChainNames(prefix)  # validates the prefix the same way for every backend
+        check_chain_prefix(prefix)
         return cls(prefix)
 
     @property

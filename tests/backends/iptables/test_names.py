@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from svc2rules.backends.iptables.names import ChainNames, endpoint_hash, port_proto_hash
+from svc2rules.errors import UsageError
 from svc2rules.family import IPFamily
 from svc2rules.ir import Endpoint, Protocol, ServicePort, ServicePortKey
 from svc2rules.syntax.xtables import CHAIN_NAME_MAX
@@ -37,10 +38,17 @@ def test_chain_names_fit_the_iptables_limit_and_use_our_prefix() -> None:
         assert names.is_service_chain(chain) == (chain.split("-")[1] in ("SVC", "SVL", "EXT", "FW", "SEP"))
 
 
-@pytest.mark.parametrize("prefix", ["", "TOO-LONG-PREFIX", "BAD PREFIX", 'A"B'])
+@pytest.mark.parametrize("prefix", ["", "TOO-LONG-PREFIX", "ABCDEFGH", "BAD PREFIX", 'A"B'])
 def test_unsafe_prefixes_are_refused(prefix: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError, match="--chain-prefix"):
         ChainNames(prefix)
+
+
+def test_the_longest_prefix_allowed_still_fits_every_chain_name() -> None:
+    names = ChainNames("ABCDEFG")
+    sp = ServicePort(ServicePortKey("ns", "svc", "p", Protocol.TCP), IPFamily.IPv4, "172.30.0.1", 80)
+    ep = Endpoint("10.0.0.1", 80, True, True, False, True)
+    assert len(names.endpoint(sp, ep)) == CHAIN_NAME_MAX
 
 
 def test_only_our_own_chains_are_ours() -> None:

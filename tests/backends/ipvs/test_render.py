@@ -253,7 +253,7 @@ def test_the_masquerade_mark_follows_the_config() -> None:
 
 
 def test_names_fit_the_kernel_limits_and_never_collide_with_the_iptables_backend() -> None:
-    for prefix in ("SVC2R", "ABCDEFGH"):
+    for prefix in ("SVC2R", "ABCDEFG"):
         rules = ruleset(WEB, chain_prefix=prefix)
         assert all(len(s.name) <= IPSET_NAME_MAX for s in rules.ipsets)
         assert len(IpvsNames(prefix).owned_virtual_servers) <= IPSET_NAME_MAX

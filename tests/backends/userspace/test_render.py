@@ -212,12 +212,12 @@ def test_a_node_port_inside_the_proxy_range_is_warned_about() -> None:
 
 
 def test_comments_never_and_chain_prefix() -> None:
-    text = artifact([service(), endpoint_slice()], comments="never", chain_prefix="ABCDEFGH").text
+    text = artifact([service(), endpoint_slice()], comments="never", chain_prefix="ABCDEFG").text
     chains = [line[1:].split()[0] for line in text.splitlines() if line.startswith(":")]
     assert chains == [
-        "ABCDEFGH-USERSPACE-FILTER",
-        "ABCDEFGH-USERSPACE-PORTALS",
-        "ABCDEFGH-USERSPACE-NODEPORTS",
+        "ABCDEFG-USERSPACE-FILTER",
+        "ABCDEFG-USERSPACE-PORTALS",
+        "ABCDEFG-USERSPACE-NODEPORTS",
     ]
     assert max(len(c) for c in chains) <= 28
     body = [line for line in text.splitlines() if line.startswith("-A ")]
