@@ -29,14 +29,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from svc2rules.compile.fingerprint import Fingerprint, fingerprint_bytes, fingerprint_config
+from svc2rules.compile.grouping import group_members, grouping_key, service_objects, summaries
 from svc2rules.compile.memo import Memo
 from svc2rules.compile.read import InputObjects, read_fingerprinted, read_whole
 from svc2rules.config import ProxyConfig
 from svc2rules.errors import Diagnostic, InputError
 from svc2rules.ir import Plan
 from svc2rules.load import Source
-from svc2rules.model.endpoints import Endpoints
-from svc2rules.model.endpointslice import SERVICE_NAME_LABEL, EndpointSlice
 from svc2rules.model.meta import KubeObject
 from svc2rules.model.registry import SUPPORTED, ValidatedObjects, validate_objects
 from svc2rules.model.service import Service
@@ -79,6 +78,9 @@ class Compilation:
     memo: Memo | None = None
     # A lenient compile's problems: every object (or source) they concern was left out.
     skipped: list[Diagnostic] = field(default_factory=list)
+    # The lines (also at the end of `warnings`) that say where endpoints came from when it is
+    # not the input's slices: Services derived from Pods, Services with nothing to go by.
+    summaries: list[Diagnostic] = field(default_factory=list)
 
     def plan(self) -> Plan:
         return self.resolve().plan
@@ -116,7 +118,7 @@ class Compilation:
         service, *others = models
         if not isinstance(service, Service):
             return None
-        return resolve_service(_service_objects(members[0].source, service, others), self.config)
+        return resolve_service(service_objects(members[0].source, service, others), self.config)
 
 
 def compile_sources(
@@ -141,19 +143,19 @@ def compile_sources(
         # Nothing reads the parsed data again (grouping and resolution read the models): it
         # goes now, so the peak memory is that of validating or of resolving, not of both.
         read.drop_data()
-    groups, labels = _members_by_service(read, validated)
+    groups = group_members(read, validated)
     if fingerprinted:
         read.valid = [i for i, _, _ in validated.accepted]
         for i, model, (kind, namespace, name) in validated.accepted:
             if model is not None:  # (the trusted ones have theirs from the memo)
-                read.identities[i] = (kind, model.api_version, namespace, name, labels.get(i, ""))
+                read.identities[i] = (kind, model.api_version, namespace, name, grouping_key(model))
     read.models = {i: obj for i, obj, _ in validated.accepted if obj is not None}
     group_fingerprint = _GroupFingerprints(config, read) if fingerprinted else None
     compiled = Compilation(config, [], validated.warnings, read if fingerprinted else None, memo)
     if lenient:
         compiled.skipped = read.errors + validated.errors
     services = compiled.services
-    for ref, (source, members) in sorted(groups.items()):
+    for ref, (source, members) in sorted(groups.members.items()):
         digest = group_fingerprint(members) if group_fingerprint is not None else None
         services.append(ServiceEntry(ref, source, tuple(members), digest))
     warnings_of = memo.warnings if memo is not None else None
@@ -166,6 +168,8 @@ def compile_sources(
         if known_warnings:
             resolution_warnings.extend(known_warnings)
     compiled.warnings.extend(resolution_warnings)
+    compiled.summaries = summaries(groups)
+    compiled.warnings.extend(compiled.summaries)
     return compiled
 
 
@@ -206,46 +210,4 @@ def _group(read: InputObjects, entry: ServiceEntry) -> ServiceObjects:
     model = read.model
     service = model(entry.members[0])
     assert isinstance(service, Service)
-    return _service_objects(entry.source, service, [model(i) for i in entry.members[1:]])
-
-
-def _service_objects(source: str, service: Service, others: Iterable[KubeObject]) -> ServiceObjects:
-    """A Service's objects as its resolution reads them (its first legacy Endpoints)."""
-    slices: list[EndpointSlice] = []
-    endpoints: Endpoints | None = None
-    for obj in others:
-        if isinstance(obj, EndpointSlice):
-            slices.append(obj)
-        elif endpoints is None and isinstance(obj, Endpoints):
-            endpoints = obj
-    return ServiceObjects(source, service, tuple(slices), endpoints)
-
-
-def _members_by_service(
-    read: InputObjects, validated: ValidatedObjects
-) -> tuple[dict[ServiceRef, tuple[str, list[int]]], dict[int, str]]:
-    """The source of each Service and the input indices of its objects, the Service first
-    (Services absent from the input have no entry: their slices and Endpoints change nothing),
-    and the Service-name label of each EndpointSlice."""
-    services: dict[ServiceRef, int] = {}
-    others: dict[ServiceRef, list[int]] = {}
-    labels: dict[int, str] = {}
-    slice_kind, service_kind = EndpointSlice.KIND, Service.KIND
-    for index, model, (kind, namespace, name) in validated.accepted:
-        # The Service an object belongs to, as resolve.plan.service_ref_of reads it from the
-        # model (an EndpointSlice by its service-name label).
-        if kind == service_kind:
-            services[(namespace, name)] = index
-            continue
-        if kind == slice_kind:
-            if isinstance(model, EndpointSlice):
-                label = model.service_name
-            else:  # known valid to the memo: only its identity was read
-                label = (read.raw[index].data["metadata"].get("labels") or {}).get(SERVICE_NAME_LABEL)
-            if not label:
-                continue
-            labels[index] = name = label
-        others.setdefault((namespace, name), []).append(index)
-    sources = read.sources
-    groups = {ref: (sources[index], [index, *others.get(ref, ())]) for ref, index in services.items()}
-    return groups, labels
+    return service_objects(entry.source, service, [model(i) for i in entry.members[1:]])

@@ -26,7 +26,7 @@ from svc2rules.compile.memo import Identity, Members, Memo, SourceIndex
 from svc2rules.errors import Diagnostic
 from svc2rules.load import RawObject, Source, parse_source
 from svc2rules.load.listing import ScannedList, decode_text, rescan_list, scan_list
-from svc2rules.model.endpointslice import SERVICE_NAME_LABEL
+from svc2rules.model.endpointslice import SERVICE_NAME_LABEL, EndpointSlice
 from svc2rules.model.meta import KubeObject
 from svc2rules.model.registry import SUPPORTED
 
@@ -159,6 +159,6 @@ def _stub(identity: Identity) -> dict[str, Any]:
     """What validation and grouping read of a known-valid object, as its data would say it."""
     kind, api_version, namespace, name, label = identity
     metadata: dict[str, Any] = {"namespace": namespace, "name": name}
-    if label:
+    if label and kind == EndpointSlice.KIND:  # (other kinds keep grouping facts in the label)
         metadata["labels"] = {SERVICE_NAME_LABEL: label}
     return {"apiVersion": api_version, "kind": kind, "metadata": metadata}

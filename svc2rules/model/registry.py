@@ -15,11 +15,13 @@ from svc2rules.model.checks import Problems
 from svc2rules.model.endpoints import Endpoints
 from svc2rules.model.endpointslice import EndpointSlice, EndpointSliceV1Beta1
 from svc2rules.model.meta import DEFAULT_NAMESPACE, KubeObject, ObjectMeta, object_ref
+from svc2rules.model.node import Node
+from svc2rules.model.pod import Pod
 from svc2rules.model.service import Service
 
 SUPPORTED: dict[tuple[str, str], type[KubeObject]] = {
     (model.API_VERSION, model.KIND): model
-    for model in (Service, Endpoints, EndpointSlice, EndpointSliceV1Beta1)
+    for model in (Service, Endpoints, EndpointSlice, EndpointSliceV1Beta1, Pod, Node)
 }
 
 _TYPE_MESSAGES = {

@@ -23,10 +23,14 @@ from svc2rules.ir import (
 from svc2rules.model.endpoints import Endpoints
 from svc2rules.model.endpointslice import EndpointSlice
 from svc2rules.model.meta import KubeObject
+from svc2rules.model.node import Node
+from svc2rules.model.pod import Pod
 from svc2rules.model.service import SCHEDULER_ANNOTATION, Service, is_proxied_by
 from svc2rules.resolve.categorize import categorize
+from svc2rules.resolve.derive import derivable, derive_normalized
 from svc2rules.resolve.dns import merge_endpoints
 from svc2rules.resolve.endpoints import (
+    NormalizedSlice,
     PortRef,
     ServiceRef,
     endpoints_by_port,
@@ -44,12 +48,15 @@ class Resolution:
 @dataclass(frozen=True, slots=True)
 class ServiceObjects:
     """Everything the resolution of one Service reads: the Service, the EndpointSlices labelled
-    for it and its legacy Endpoints. Nothing else in the input changes what it resolves to."""
+    for it and its legacy Endpoints, or (a Service with a selector and neither) the slices the
+    EndpointSlice controller would write from its Pods (resolve.derive). Nothing else in the
+    input changes what it resolves to."""
 
     source: str
     service: Service
     slices: tuple[EndpointSlice, ...] = ()
     endpoints: Endpoints | None = None
+    derived: tuple[NormalizedSlice, ...] = ()
 
     @property
     def ref(self) -> ServiceRef:
@@ -81,11 +88,19 @@ def service_ref_of(obj: KubeObject) -> ServiceRef | None:
 
 
 def group_by_service(objects: Iterable[tuple[str, KubeObject]]) -> dict[ServiceRef, ServiceObjects]:
-    """The objects of each Service in the input; objects of absent Services change nothing."""
+    """The objects of each Service in the input; objects of absent Services change nothing.
+    A Service the EndpointSlice controller manages that has neither EndpointSlices nor Endpoints
+    gets the slices the controller would write from the input's Pods and Nodes."""
     services: dict[ServiceRef, tuple[str, Service]] = {}
     slices: dict[ServiceRef, list[EndpointSlice]] = {}
     legacy: dict[ServiceRef, Endpoints] = {}
+    pods: list[Pod] = []
+    nodes: dict[str, Node] = {}
     for source, obj in objects:
+        if isinstance(obj, Pod):
+            pods.append(obj)
+        elif isinstance(obj, Node):
+            nodes[obj.name] = obj
         ref = service_ref_of(obj)
         if ref is None:
             continue
@@ -95,10 +110,13 @@ def group_by_service(objects: Iterable[tuple[str, KubeObject]]) -> dict[ServiceR
             slices.setdefault(ref, []).append(obj)
         elif isinstance(obj, Endpoints):
             legacy[ref] = obj
-    return {
-        ref: ServiceObjects(source, svc, tuple(slices.get(ref, ())), legacy.get(ref))
-        for ref, (source, svc) in services.items()
-    }
+    groups = {}
+    for ref, (source, svc) in services.items():
+        derived: tuple[NormalizedSlice, ...] = ()
+        if pods and ref not in slices and ref not in legacy and derivable(svc):
+            derived = derive_normalized(svc, pods, nodes or None)
+        groups[ref] = ServiceObjects(source, svc, tuple(slices.get(ref, ())), legacy.get(ref), derived)
+    return groups
 
 
 def merge(config: ProxyConfig, resolutions: Iterable[ServiceResolution]) -> Resolution:
@@ -118,6 +136,7 @@ def resolve_service(group: ServiceObjects, config: ProxyConfig) -> ServiceResolu
     svc = group.service
     publish = svc.spec.publish_not_ready_addresses
     normalized = [n for n in (normalize_slice(sl) for sl in group.slices) if n is not None]
+    normalized.extend(group.derived)
     # Slices labelled headless are read by DNS only; kube-proxy ignores them.
     slices = [n for n in normalized if not n.headless]
     dns_slices = list(normalized)
