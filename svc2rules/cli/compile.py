@@ -43,7 +43,7 @@ from svc2rules.cli.options import (
     TableOpt,
     build_options,
 )
-from svc2rules.compile import ServiceEntry, compile_sources
+from svc2rules.compile import compile_sources
 from svc2rules.errors import UsageError, quote_value
 from svc2rules.load import Source, read_sources
 from svc2rules.load.reader import DEFAULT_MAX_INPUT_BYTES
@@ -128,8 +128,6 @@ def compile_command(
         warn(compiled.warnings)
         if not compiled.services:
             err(f"warning: {_no_services(sources)}")
-        elif all(len(entry.members) == 1 for entry in compiled.services):
-            err(f"warning: {_no_endpoints(compiled.services)}")
         plan = compiled.plan()
         if output != "rules" or chosen.backend not in NODE_INDEPENDENT_BACKENDS:
             chosen.warn_missing_facts()
@@ -162,14 +160,4 @@ def _no_services(sources: list[Source]) -> str:
     return (
         f"{names}: no Service objects: the output has no Service rules, and loading it removes "
         "every Service's (a failed kubectl, a folder read without -R?)"
-    )
-
-
-def _no_endpoints(services: list[ServiceEntry]) -> str:
-    """Not one Service has an EndpointSlice or Endpoints: the input lacks them altogether."""
-    names = ", ".join(entry.name for entry in services[:3]) + (", ..." if len(services) > 3 else "")
-    return (
-        f"none of the {len(services)} Service(s) ({names}) has an EndpointSlice or Endpoints in the "
-        "input, so every Service with a selector rejects its traffic; the kubectl command probably "
-        "lacks endpointslices (kubectl get svc,endpointslices -A -o yaml)"
     )

@@ -139,11 +139,11 @@ def test_same_name_different_kind_is_not_a_duplicate() -> None:
 
 def test_unknown_kinds_are_skipped_with_a_warning() -> None:
     result = validate_objects(
-        [RawObject("x.yaml", {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}})]
+        [RawObject("x.yaml", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "p"}})]
     )
     assert result.errors == []
     assert [str(w) for w in result.warnings] == [
-        "x.yaml: Pod default/p: skipped: svc2rules does not read v1 Pod"
+        "x.yaml: ConfigMap default/p: skipped: svc2rules does not read v1 ConfigMap"
     ]
 
 
