@@ -109,13 +109,11 @@ class LiveCompiler:
         """The current input as the engine plans from it (its `skipped` is left empty: the
         caller has said what was left out when it changed)."""
         return LiveCompilation(
-            self.config,
-            [self.entries[ref] for ref in self.refs],
-            list(warnings or ()),
-            None,
-            self.memo,
-            [],
-            self.resolved,
+            config=self.config,
+            services=[self.entries[ref] for ref in self.refs],
+            warnings=list(warnings or ()),
+            memo=self.memo,
+            resolved=self.resolved,
         )
 
     def resolution(self, ref: ServiceRef) -> ServiceResolution | None:

@@ -158,6 +158,8 @@ class Agent:
         self.watch: FolderWatch | None = None
         self.settle_timers: dict[int, asyncio.TimerHandle] = {}
         self.synced_once = False
+        self.health_pending: set[ServiceRef] = set()  # Services changed since the last good sync
+        self.last_read = 0.0
         self._event_loop: asyncio.AbstractEventLoop | None = None
 
     # -- the loop ----------------------------------------------------------------------------------
@@ -237,10 +239,12 @@ class Agent:
         self.resync_due = started + self.options.sync_period
         self.retry_at = None
         read_started = time.perf_counter()
+        self.last_read = 0.0
         update: LiveUpdate | None = None
         if changes or not self.synced_once:
             update = await asyncio.to_thread(self._update, changes)
-            self.metrics.input_read.observe(time.perf_counter() - read_started)
+            self.last_read = time.perf_counter() - read_started
+            self.metrics.input_read.observe(self.last_read)
             self._say_input(update)
         compiled = update.compilation if update is not None else self.live.compilation()
         self.synced_once = True
@@ -282,7 +286,7 @@ class Agent:
             return
         self._synced(report, started, seen, resync=resync, full=bool(update and update.full))
         self.live.settled()
-        await self._sync_health_checks(update)
+        await self._sync_health_checks()
 
     def _update(self, changes: Changes) -> LiveUpdate:
         if not self.synced_once:
@@ -312,6 +316,7 @@ class Agent:
         for warning in update.warnings:
             self.log(f"warning: {warning}")
         self.metrics.service_changes.inc(len(update.changed))
+        self.health_pending |= update.changed
         for ref in update.changed:
             self.totals.set(ref, self.live.resolution(ref))
         ports, endpoints, internal, external = self.totals.sums
@@ -340,7 +345,9 @@ class Agent:
             self.log(note)
         if report.kind != ChangeKind.NONE:
             what = "resync: repaired" if resync else "applied"
-            self.log(f"{what} ({report.summary}) in {elapsed * 1000:.0f} ms")
+            steps = {"read": self.last_read, **report.timings}
+            detail = ", ".join(f"{name} {seconds * 1000:.0f}" for name, seconds in steps.items())
+            self.log(f"{what} ({report.summary}) in {elapsed * 1000:.0f} ms ({detail} ms)")
 
     def _fail(self, reason: str, message: str, *, retry: bool = False) -> None:
         self.metrics.sync_failures.labels(reason=reason).inc()
@@ -349,11 +356,11 @@ class Agent:
             self.retry_delay = min(max(self.retry_delay * 2, 1.0), MAX_RETRY_DELAY)
             self.retry_at = time.monotonic() + self.retry_delay
 
-    async def _sync_health_checks(self, update: LiveUpdate | None) -> None:
-        if update is None:
-            return
+    async def _sync_health_checks(self) -> None:
+        """As kube-proxy: once the rules are in, for every Service changed since the last time."""
+        changed, self.health_pending = self.health_pending, set()
         checks: dict[tuple[str, str], HealthCheck | None] = {
-            ref: health_check_of(self.live.resolution(ref)) for ref in update.changed
+            ref: health_check_of(self.live.resolution(ref)) for ref in changed
         }
         await self.services.sync(checks)
         self.metrics.health_check_servers.set(len(self.services.servers))

@@ -246,7 +246,8 @@ class EventStream:
             return {}, [], None
         if kind_of_event == "ERROR":
             message = obj.get("message") if isinstance(obj, dict) else None
-            return {}, [f"{self.label}: the watch reported an error: {message or obj!r}"], None
+            said = message if isinstance(message, str) and message else repr(obj)
+            return {}, [f"{self.label}: the watch reported an error: {said}"], None
         if kind_of_event not in ("ADDED", "MODIFIED", "DELETED") or not isinstance(obj, dict):
             return {}, [f"{self.label}: unknown watch event type {kind_of_event!r}; ignored"], None
         key = _object_key(obj)
