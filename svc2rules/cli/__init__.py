@@ -27,6 +27,7 @@ COMMANDS = {
     "diff": "apply",
     "cleanup": "apply",
     "compile": "compile",
+    "endpoints": "endpoints",
     "explain": "explain",
     "proxy": "proxy",
     "run": "run",

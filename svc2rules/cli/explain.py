@@ -1,7 +1,9 @@
-"""`svc2rules explain`: which Service port a connection hits and what happens to it."""
+"""`svc2rules explain`: which Service port a connection hits and what happens to it, or (with
+--service) why a Service has the endpoints it has."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from typing import Annotated
@@ -13,6 +15,7 @@ from svc2rules.cli.common import (
     BackendOpt,
     ClusterCIDROpt,
     ConfigOpt,
+    ExitCode,
     FileOpt,
     MasqAllOpt,
     MaxInputBytesOpt,
@@ -28,7 +31,9 @@ from svc2rules.cli.common import (
 )
 from svc2rules.compile import compile_sources
 from svc2rules.errors import UsageError, quote_value
-from svc2rules.explain import Origin, Query, explain, format_text
+from svc2rules.explain import Explanation, Origin, Query, Verdict, explain, format_text
+from svc2rules.explain.text import format_diagnosis
+from svc2rules.explain.why import diagnose
 from svc2rules.ir import Protocol
 from svc2rules.load import read_sources
 from svc2rules.load.reader import DEFAULT_MAX_INPUT_BYTES
@@ -36,11 +41,24 @@ from svc2rules.load.reader import DEFAULT_MAX_INPUT_BYTES
 _PROTOCOLS = {p.keyword: p for p in Protocol}
 
 
-@app.command("explain")
+@app.command(
+    "explain",
+    epilog="Examples: svc2rules explain -f cluster.yaml --src 203.0.113.1 --dst 172.30.0.21 --port 80; "
+    "svc2rules explain -f cluster.yaml --service shop/web",
+)
 def explain_command(
-    src: Annotated[str, typer.Option("--src", help="Source address of the connection.")],
-    dst: Annotated[str, typer.Option("--dst", help="Destination address.")],
-    port: Annotated[int, typer.Option("--port", help="Destination port.")],
+    src: Annotated[str | None, typer.Option("--src", help="Source address of the connection.")] = None,
+    dst: Annotated[str | None, typer.Option("--dst", help="Destination address.")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Destination port.")] = None,
+    service: Annotated[
+        str | None,
+        typer.Option(
+            "--service",
+            metavar="NAMESPACE/NAME",
+            help="Instead of a connection: why this Service has the endpoints it has (what its "
+            "selector matches, which Pods are left out and why).",
+        ),
+    ] = None,
     proto: Annotated[str, typer.Option("--proto", help="tcp, udp or sctp.")] = "tcp",
     origin: Annotated[
         str | None,
@@ -64,19 +82,30 @@ def explain_command(
         str, typer.Option("-o", "--output", help="'text' (default) or 'json' (stable keys).")
     ] = "text",
 ) -> None:
-    """Explain what happens to one connection: matched Service port, policies, endpoints, masquerade."""
+    """Explain what happens to one connection: matched Service port, policies, endpoints,
+    masquerade (and, when the Service has no ready endpoints, why). With --service: why a Service
+    has no (ready) endpoints."""
     with cli_errors():
         if output not in ("text", "json"):
             raise UsageError(f"--output must be 'text' or 'json', got {quote_value(output)}")
-        query = Query(
-            src=_address("--src", src),
-            dst=_address("--dst", dst),
-            port=_port(port),
-            protocol=_protocol(proto),
-            origin=_origin(origin),
-        )
-        if (":" in query.src) != (":" in query.dst):
-            raise UsageError("--src and --dst must be of the same IP family")
+        ref = _service_ref(service) if service is not None else None
+        query = None
+        if ref is None:
+            if src is None or dst is None or port is None:
+                raise UsageError("--src, --dst and --port are needed (or --service NAMESPACE/NAME)")
+            query = Query(
+                src=_address("--src", src),
+                dst=_address("--dst", dst),
+                port=_port(port),
+                protocol=_protocol(proto),
+                origin=_origin(origin),
+            )
+            if (":" in query.src) != (":" in query.dst):
+                raise UsageError("--src and --dst must be of the same IP family")
+        elif src is not None or dst is not None or port is not None:
+            raise UsageError(
+                "--service explains a Service, not a connection: leave out --src, --dst and --port"
+            )
         proxy_config, mode = node_config(
             config,
             node_name=node_name,
@@ -89,14 +118,45 @@ def explain_command(
         sources = read_sources(
             filename or [], recursive=recursive, stdin=sys.stdin.buffer, max_bytes=max_input_bytes
         )
-        compiled = compile_sources(sources, proxy_config)
+        compiled = compile_sources(sources, proxy_config, keep_models=True)
         warn(compiled.warnings)
+        if ref is not None:
+            diagnosis = diagnose(compiled.models, *ref)
+            if output == "json":
+                sys.stdout.write(json.dumps(diagnosis.to_dict(), indent=2, sort_keys=True) + "\n")
+            else:
+                sys.stdout.write(format_diagnosis(diagnosis.lines()))
+            sys.stdout.flush()
+            if not diagnosis.found:
+                raise typer.Exit(ExitCode.FAILURE)
+            return
+        assert query is not None
         result = explain(compiled.plan(), query, backend_name)
+        if result.match is not None and _lacks_endpoints(result):
+            why = diagnose(compiled.models, result.match.namespace, result.match.service)
+            result = dataclasses.replace(result, why=tuple(why.lines(result.match.port_name)))
         if output == "json":
             sys.stdout.write(json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
         else:
             sys.stdout.write(format_text(result))
         sys.stdout.flush()
+
+
+def _lacks_endpoints(result: Explanation) -> bool:
+    """Refused or dropped for want of endpoints, or sent to terminating ones only."""
+    if result.verdict in (Verdict.REJECT, Verdict.DROP, Verdict.NONE):
+        return "endpoints" in result.reason
+    return result.verdict == Verdict.DNAT and not any(c.ready for c in result.endpoints)
+
+
+def _service_ref(text: str) -> tuple[str, str]:
+    """NAMESPACE/NAME (a bare NAME is in namespace default, as kubectl reads it)."""
+    namespace, slash, name = text.partition("/")
+    if not slash:
+        namespace, name = "default", text
+    if not namespace or not name or "/" in name:
+        raise UsageError(f"--service must be NAMESPACE/NAME, got {quote_value(text)}")
+    return namespace, name
 
 
 def _address(flag: str, text: str) -> str:

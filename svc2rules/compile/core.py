@@ -81,6 +81,8 @@ class Compilation:
     # The lines (also at the end of `warnings`) that say where endpoints came from when it is
     # not the input's slices: Services derived from Pods, Services with nothing to go by.
     summaries: list[Diagnostic] = field(default_factory=list)
+    # Every valid object's model, in input order (kept when asked: `explain` reads the Pods).
+    models: list[KubeObject] = field(default_factory=list)
 
     def plan(self) -> Plan:
         return self.resolve().plan
@@ -128,6 +130,7 @@ def compile_sources(
     *,
     fingerprint: bool = False,
     lenient: bool = False,
+    keep_models: bool = False,
 ) -> Compilation:
     """Read, validate and group the input, and resolve every Service the memo does not know
     (without a memo: every Service). With a memo or `fingerprint`, every object and Service
@@ -135,6 +138,7 @@ def compile_sources(
 
     Raises InputError with every problem of the input; `lenient` instead leaves out what they
     concern (an invalid object, an unreadable source) and lists them in `skipped`.
+    `keep_models`: the result keeps every valid object's model (`models`).
     """
     fingerprinted = fingerprint or memo is not None
     read = read_fingerprinted(sources, memo) if fingerprinted else read_whole(sources)
@@ -168,6 +172,8 @@ def compile_sources(
         if known_warnings:
             resolution_warnings.extend(known_warnings)
     compiled.warnings.extend(resolution_warnings)
+    if keep_models:
+        compiled.models = [read.model(i) for i, _, _ in validated.accepted]
     compiled.summaries = summaries(groups)
     compiled.warnings.extend(compiled.summaries)
     return compiled

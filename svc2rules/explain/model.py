@@ -83,6 +83,9 @@ class Explanation:
     affinity_timeout: int | None = None
     endpoints: tuple[Candidate, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    # Why the matched Service has no (ready) endpoints, when it has none on this path
+    # (explain.why, from the input's Pods or slices; empty when not asked or not needed).
+    why: tuple[str, ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:
         m = self.match
@@ -131,4 +134,5 @@ class Explanation:
                 for c in self.endpoints
             ],
             "notes": list(self.notes),
+            "why": list(self.why),
         }

@@ -27,11 +27,21 @@ def format_text(e: Explanation) -> str:
     else:
         lines.append(_line("verdict", f"{_VERDICT[e.verdict]}: {e.reason}"))
     lines += [_line("note", note) for note in e.notes]
+    lines += [_line("why", why) for why in e.why]
     return "\n".join(lines) + "\n"
 
 
+def format_diagnosis(lines: list[str]) -> str:
+    """`explain --service`: the answer first, then one fact a line."""
+    head, *rest = lines
+    return "\n".join([_line("why", head), *(" " * _WIDTH + line for line in rest)]) + "\n"
+
+
+_WIDTH = 15  # of the label column
+
+
 def _line(label: str, text: str) -> str:
-    return f"{label + ':':<15}{text}"
+    return f"{label + ':':<{_WIDTH}}{text}"
 
 
 def _where(c: Candidate) -> str:

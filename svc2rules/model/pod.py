@@ -68,6 +68,8 @@ class IPEntry(KubeModel):
 class PodCondition(KubeModel):
     type: str
     status: str = ""
+    reason: str = ""
+    message: str = ""
 
 
 class PodStatus(KubeModel):

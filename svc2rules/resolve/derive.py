@@ -188,6 +188,28 @@ def derive_normalized(
     return tuple(sl.normalized() for sl in derive(service, pods, nodes).slices)
 
 
+def derive_all(objects: Iterable[Any]) -> list[DerivedSlice]:
+    """The slices the controller writes for every Service of `objects` it manages, from the
+    Pods and Nodes among them, in (namespace, name) order."""
+    services: list[Service] = []
+    pods: list[Pod] = []
+    nodes: dict[str, Node] = {}
+    for obj in objects:
+        if isinstance(obj, Service):
+            services.append(obj)
+        elif isinstance(obj, Pod):
+            pods.append(obj)
+        elif isinstance(obj, Node):
+            nodes.setdefault(obj.name, obj)
+    by_namespace: dict[str, list[Pod]] = {}
+    for pod in pods:
+        by_namespace.setdefault(pod.namespace, []).append(pod)
+    out: list[DerivedSlice] = []
+    for service in sorted(services, key=lambda s: (s.namespace, s.name)):
+        out.extend(derive(service, by_namespace.get(service.namespace, ()), nodes or None).slices)
+    return out
+
+
 def derive(service: Service, pods: Iterable[Pod], nodes: Mapping[str, Node] | None) -> Derivation:
     """Reconciler.Reconcile for a Service with no slices yet."""
     out = Derivation()

@@ -105,3 +105,85 @@ def clusters(draw: st.DrawFn, max_services: int = 5) -> list[dict[str, Any]]:
     for i in range(count):
         objects.extend(draw(service_with_slices(i)))
     return objects
+
+
+# -- clusters whose endpoints come from Pods ----------------------------------------------------------
+
+APPS = ("web", "api", "db")
+NODE_NAMES = ("node1", "node2", "node3")
+
+
+@st.composite
+def pod_objects(draw: st.DrawFn, index: int, namespace: str) -> dict[str, Any]:
+    """A Pod of one of APPS, in any state the controller tells apart."""
+    status: dict[str, Any] = {"phase": draw(st.sampled_from(["Running", "Running", "Pending", "Failed"]))}
+    if draw(st.integers(0, 5)):
+        status["podIP"] = f"10.180.{100 + index // 200}.{index % 200 + 1}"
+    ready = draw(st.sampled_from(["True", "True", "False", None]))
+    if ready is not None:
+        status["conditions"] = [{"type": "Ready", "status": ready}]
+    metadata: dict[str, Any] = {
+        "name": f"pod{index}",
+        "namespace": namespace,
+        "labels": {"app": draw(st.sampled_from(APPS))},
+    }
+    if draw(st.integers(0, 6)) == 0:
+        metadata["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    spec: dict[str, Any] = {
+        "containers": [
+            {
+                "name": "main",
+                "ports": [{"name": "http", "containerPort": draw(st.sampled_from([8080, 9090]))}],
+            }
+        ],
+        "nodeName": draw(st.sampled_from([*NODE_NAMES, "node9"])),
+    }
+    if draw(st.booleans()):
+        spec["hostname"], spec["subdomain"] = f"pod{index}", f"{metadata['labels']['app']}-svc"
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec, "status": status}
+
+
+def node_object(name: str, zone: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": {"topology.kubernetes.io/zone": zone}},
+        "status": {"conditions": [{"type": "Ready", "status": "True"}], "allocatable": {"cpu": "4"}},
+    }
+
+
+@st.composite
+def pod_service(draw: st.DrawFn, index: int, app: str, namespace: str) -> dict[str, Any]:
+    """A Service selecting app=<app>, its target port named or numbered."""
+    spec: dict[str, Any] = {
+        "clusterIP": draw(st.sampled_from([f"172.31.{index}.1", "None"])),
+        "selector": {"app": app},
+        "ports": [{"name": "http", "port": 80, "targetPort": draw(st.sampled_from(["http", 8080]))}],
+    }
+    if draw(st.booleans()):
+        spec["publishNotReadyAddresses"] = True
+    if draw(st.booleans()):
+        spec["trafficDistribution"] = draw(st.sampled_from(["PreferClose", "PreferSameNode"]))
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": f"{app}-svc", "namespace": namespace},
+        "spec": spec,
+    }
+
+
+@st.composite
+def clusters_with_pods(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Services of APPS (in ns1, some in ns2), their Pods, maybe Nodes (then maybe not all the
+    Pods name), and a Service with its own EndpointSlice (the live state wins over Pods)."""
+    objects: list[dict[str, Any]] = []
+    for i, app in enumerate(APPS):
+        for namespace in draw(st.sampled_from([("ns1",), ("ns1", "ns2")])):
+            objects.append(draw(pod_service(i if namespace == "ns1" else i + 10, app, namespace)))
+    for i in range(draw(st.integers(0, 8))):
+        objects.append(draw(pod_objects(i, draw(st.sampled_from(["ns1", "ns1", "ns2"])))))
+    if draw(st.booleans()):
+        objects += [node_object(name, f"zone-{name[-1]}") for name in NODE_NAMES[: draw(st.integers(1, 3))]]
+    if draw(st.booleans()):
+        objects.extend(draw(service_with_slices(7)))
+    return objects

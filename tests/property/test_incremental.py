@@ -29,7 +29,7 @@ from svc2rules.config import ProxyConfig
 from svc2rules.host.runner import Result, Runner
 from svc2rules.load import Source
 from tests.golden.cases import GOLDEN_BACKENDS
-from tests.property.strategies import clusters
+from tests.property.strategies import APPS, NODE_NAMES, clusters, clusters_with_pods, node_object, pod_objects
 
 CONFIG = ProxyConfig(node_name="node1", node_ips=("192.168.0.2",), cluster_cidrs=("10.0.0.0/8",))
 BACKENDS = [b for b in available_backends() if b in GOLDEN_BACKENDS]
@@ -164,6 +164,104 @@ def test_incremental_compile_equals_a_full_compile(
         options: RenderOptions[Any] = RenderOptions(comments=Comments.ALWAYS)
         assert render(plan, backend, options).text == render(full.plan, backend, options).text
     # The previous version of every Service is still known, exactly.
+    before = {entry.name: entry for entry in first.services}
+    for entry in before.values():
+        assert incremental.remembered(entry.fingerprint) == first.resolution(entry)
+
+
+def edit_pods(objects: list[dict[str, Any]], data: st.DataObject) -> list[dict[str, Any]]:
+    """One to three random edits of what a cluster's Pods and Nodes see."""
+    out = copy.deepcopy(objects)
+    for _ in range(data.draw(st.integers(1, 3))):
+        pods = [o for o in out if o["kind"] == "Pod"]
+        services = [o for o in out if o["kind"] == "Service" and o["spec"].get("selector")]
+        kind = data.draw(
+            st.sampled_from(
+                [
+                    "relabel",
+                    "readiness",
+                    "ip",
+                    "delete",
+                    "add",
+                    "terminate",
+                    "node",
+                    "nodes",
+                    "selector",
+                    "slice",
+                ]
+            )
+        )
+        if kind in ("relabel", "readiness", "ip", "delete", "terminate", "node") and not pods:
+            kind = "add"
+        if kind in ("selector", "slice") and not services:
+            kind = "nodes"
+        if kind == "relabel":
+            data.draw(st.sampled_from(pods))["metadata"]["labels"] = {"app": data.draw(st.sampled_from(APPS))}
+        elif kind == "readiness":
+            status = data.draw(st.sampled_from(pods))["status"]
+            ready = (status.get("conditions") or [{"status": "False"}])[0]["status"]
+            status["conditions"] = [{"type": "Ready", "status": "False" if ready == "True" else "True"}]
+        elif kind == "ip":
+            status = data.draw(st.sampled_from(pods))["status"]
+            status["podIP"] = f"10.181.0.{data.draw(st.integers(1, 200))}"
+        elif kind == "delete":
+            out.remove(data.draw(st.sampled_from(pods)))
+        elif kind == "terminate":
+            data.draw(st.sampled_from(pods))["metadata"]["deletionTimestamp"] = "2026-01-02T00:00:00Z"
+        elif kind == "node":
+            data.draw(st.sampled_from(pods))["spec"]["nodeName"] = data.draw(st.sampled_from(NODE_NAMES))
+        elif kind == "add":
+            index = next(n for n in itertools.count(50) if f"pod{n}" not in names(out, "Pod"))
+            out.append(data.draw(pod_objects(index, data.draw(st.sampled_from(["ns1", "ns2"])))))
+        elif kind == "nodes":
+            # A Node added, removed or moved to another zone.
+            name = data.draw(st.sampled_from(NODE_NAMES))
+            present = [o for o in out if o["kind"] == "Node" and o["metadata"]["name"] == name]
+            if present and data.draw(st.booleans()):
+                out.remove(present[0])
+            elif present:
+                present[0]["metadata"]["labels"]["topology.kubernetes.io/zone"] = "zone-x"
+            else:
+                out.append(node_object(name, f"zone-{name[-1]}"))
+        elif kind == "selector":
+            data.draw(st.sampled_from(services))["spec"]["selector"] = {
+                "app": data.draw(st.sampled_from(APPS))
+            }
+        else:
+            # The Service gets an EndpointSlice of its own: the live state wins over its Pods.
+            svc = data.draw(st.sampled_from(services))
+            out.append(
+                {
+                    "apiVersion": "discovery.k8s.io/v1",
+                    "kind": "EndpointSlice",
+                    "metadata": {
+                        "name": f"{svc['metadata']['name']}-live{len(out)}",
+                        "namespace": svc["metadata"]["namespace"],
+                        "labels": {"kubernetes.io/service-name": svc["metadata"]["name"]},
+                    },
+                    "addressType": "IPv4",
+                    "endpoints": [{"addresses": ["10.253.0.1"]}],
+                    "ports": [{"name": "http", "port": 8080}],
+                }
+            )
+    return out
+
+
+@settings(max_examples=80, deadline=None)
+@given(clusters_with_pods(), st.data())
+def test_incremental_compile_equals_a_full_compile_with_pods(
+    objects: list[dict[str, Any]], data: st.DataObject
+) -> None:
+    """Pods and Nodes are members of the Services they feed: a change to one re-resolves
+    exactly what a full compile resolves differently."""
+    first = compile_sources(source(objects), CONFIG, fingerprint=True)
+    memo = MemoryMemo.of(first)
+    changed = edit_pods(objects, data)
+
+    incremental = compile_sources(source(changed), CONFIG, memo)
+    full = build_plan(source(changed), CONFIG)
+    assert incremental.plan() == full.plan
+    assert incremental.warnings == full.warnings
     before = {entry.name: entry for entry in first.services}
     for entry in before.values():
         assert incremental.remembered(entry.fingerprint) == first.resolution(entry)
