@@ -217,7 +217,8 @@ def edit_pods(objects: list[dict[str, Any]], data: st.DataObject) -> list[dict[s
             # A Node added, removed or moved to another zone.
             name = data.draw(st.sampled_from(NODE_NAMES))
             present = [o for o in out if o["kind"] == "Node" and o["metadata"]["name"] == name]
-            if present and data.draw(st.booleans()):
+            drop: bool = data.draw(st.booleans())
+            if present and drop:
                 out.remove(present[0])
             elif present:
                 present[0]["metadata"]["labels"]["topology.kubernetes.io/zone"] = "zone-x"
