@@ -3,13 +3,12 @@
 from svc2rules.backends import Backend, DataplaneFacts
 from svc2rules.backends.nftables.apply import NftablesApplier
 from svc2rules.backends.nftables.options import NftablesOptions, nftables_options
-from svc2rules.backends.nftables.render import render_nftables
-from svc2rules.family import IPFamily
+from svc2rules.backends.nftables.render import FAMILY, render_nftables
 
 BACKEND: Backend[NftablesOptions] = Backend(
     name="nftables",
     summary="nft -f script (kube-proxy semantics, O(1) dispatch, fixed object count); load with nft -f",
-    families=frozenset({IPFamily.IPv4}),
+    families=frozenset({FAMILY}),
     render=render_nftables,
     options=nftables_options,
     applier=NftablesApplier,

@@ -19,9 +19,9 @@ import ipaddress
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
-from svc2rules.syntax.nftables.objects import Chain, Element, Set
+from svc2rules.syntax.nftables.objects import Chain, Element, Kind, Set
 from svc2rules.syntax.nftables.reader import (
     Block,
     Line,
@@ -100,13 +100,11 @@ class FakeNft:
 
     def __init__(self) -> None:
         self.tables: dict[tuple[str, str], _Table] = {}
-        self.history: list[tuple[str, ...]] = []  # every command run
 
     # -- commands --------------------------------------------------------------------------------
 
     def run(self, argv: Sequence[str], stdin: str | None = None) -> Outcome:
         """Run `nft ARGS...` (argv[0] is nft)."""
-        self.history.append(tuple(argv))
         args = list(argv[1:])
         check = False
         while args and args[0] in ("-c", "--check"):
@@ -221,7 +219,7 @@ class FakeNft:
             self._add_chain(table, build_chain(Block("chain", name, number, lines)), None)
         else:
             lines = [(number, part.strip()) for part in rest.strip("{} ").split(";") if part.strip()]
-            self._declare(table, build_collection(Block(kind, name, number, lines)), number)  # type: ignore[arg-type]
+            self._declare(table, build_collection(Block(cast(Kind, kind), name, number, lines)), number)
 
     def _declare(self, table: _Table, declaration: Set, line: int) -> None:
         if not declaration.type and not declaration.typeof:
@@ -321,7 +319,8 @@ def _open(text: str) -> int:
 
 
 def _is_head(text: str) -> bool:
-    return text.startswith(('comment "', "type ")) and (text.startswith('comment "') or " hook " in text)
+    """A chain's comment or hook line (not a rule)."""
+    return text.startswith('comment "') or (text.startswith("type ") and " hook " in text)
 
 
 def _print_collection(collection: _Collection) -> str:

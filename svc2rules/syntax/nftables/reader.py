@@ -29,6 +29,11 @@ _BLOCK = re.compile(r"(set|map|chain) (\S+) \{$")
 _HOOK = re.compile(r"type (\S+) hook (\S+)(?: device \S+)? priority ([^;]+);(?: policy (\S+);)?$")
 _RULE_COMMENT = re.compile(r'(.*) comment "([^"]*)"$')
 _QUOTED = re.compile(r'"([^"]*)"$')
+# An element list's tokens: a quoted string, a brace, a comma, or a run of anything else.
+_TOKEN = re.compile(r'"[^"]*"?|[{},]|[^"{},]+')
+_QUOTED_ANYWHERE = re.compile(r'"[^"]*"?')
+# A quoted string holding what splits an element list (then the line is read token by token).
+_QUOTED_PUNCTUATION = re.compile(r'"[^"]*[,{}][^"]*"')
 _DURATION = re.compile(r"(\d+)(d|h|ms|m|s)")
 _SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 # Element options the kernel lists between the key and the comment.
@@ -68,17 +73,9 @@ class ReadError(ValueError):
 
 def _depth(text: str) -> int:
     """Braces opened minus braces closed, outside quoted strings."""
-    depth = 0
-    quoted = False
-    for char in text:
-        if char == '"':
-            quoted = not quoted
-        elif not quoted:
-            if char == "{":
-                depth += 1
-            elif char == "}":
-                depth -= 1
-    return depth
+    if '"' in text:
+        text = _QUOTED_ANYWHERE.sub("", text)
+    return text.count("{") - text.count("}")
 
 
 def scan_block(lines: list[Line], start: int, header: Line) -> tuple[TableText, int]:
@@ -151,36 +148,50 @@ def split_elements(pieces: Iterable[Line]) -> list[Line]:
     starts on: split at commas outside quotes and braces, up to the list's closing brace."""
     out: list[Line] = []
     current: list[str] = []
-    start = 0
-    depth = 0
-    quoted = False
+    start = depth = 0
     for number, text in pieces:
-        for char in text:
-            if char == '"':
-                quoted = not quoted
-            elif not quoted:
-                if char == "{":
-                    depth += 1
-                elif char == "}":
-                    if depth == 0:
-                        break
-                    depth -= 1
-                elif char == "," and depth == 0:
+        if depth == 0 and "{" not in text and not _QUOTED_PUNCTUATION.search(text):
+            # The common line (a listing of 100k elements has 100k of them): split in C.
+            segment, closing, _ = text.partition("}")
+            *complete, rest = segment.split(",")
+            for part in complete:
+                if current:
+                    current.append(part)
                     element = "".join(current).strip()
-                    if element:
-                        out.append((start, element))
+                    current = []
+                else:
+                    start, element = number, part.strip()
+                if element:
+                    out.append((start, element))
+            if rest and (current or not rest.isspace()):
+                if not current:
+                    start = number
+                current.append(rest)
+            if closing:
+                return _closed(out, current, start)
+        else:
+            for token in _TOKEN.findall(text):
+                if token == "{":
+                    depth += 1
+                elif token == "}":
+                    if depth == 0:
+                        return _closed(out, current, start)
+                    depth -= 1
+                elif token == "," and depth == 0:
+                    _closed(out, current, start)
                     current = []
                     continue
-            if not current and char.isspace():
-                continue
-            if not current:
-                start = number
-            current.append(char)
-        else:
-            if current:
-                current.append(" ")
-            continue
-        break
+                if not current:
+                    if token.isspace():
+                        continue
+                    start = number
+                current.append(token)
+        if current:
+            current.append(" ")
+    return _closed(out, current, start)
+
+
+def _closed(out: list[Line], current: list[str], start: int) -> list[Line]:
     element = "".join(current).strip()
     if element:
         out.append((start, element))
@@ -208,6 +219,11 @@ def parse_element(text: str) -> Element | None:
             words = words[:index]
             break
     return (" ".join(words), value, comment)
+
+
+def _learnt(element: str) -> bool:
+    """Whether the kernel learnt the element at run time (it expires): parse_element's None."""
+    return " expires " in element.split('"', 1)[0]
 
 
 def seconds(text: str) -> int:
@@ -318,7 +334,7 @@ def normalised(text: str, *, skip: Iterable[str] = ()) -> str:
             lines = [f"\t{block.kind} {block.name} {{"]
             lines.extend(f"\t\t{line}" for _, line in block.lines)
             if block.elements is not None:
-                elements = [element for _, element in block.elements if parse_element(element) is not None]
+                elements = [element for _, element in block.elements if not _learnt(element)]
                 lines.append("\t\telements = {")
                 lines.extend(f"\t\t\t{element}" for element in sorted(elements))
                 lines.append("\t\t}")
