@@ -220,7 +220,7 @@ def _not_ready(pod: Pod) -> str:
     """Which conditions keep the Pod from Ready."""
     condition = pod.ready_condition()
     if condition is None:
-        return "no Ready condition yet (not started?)"
+        return "not Ready: no Ready condition yet (not started?)"
     said = []
     for c in pod.status.conditions:
         if c.status != "True" and c.type != "Ready":

@@ -48,6 +48,7 @@ def test_json_has_stable_keys() -> None:
         "affinity",
         "endpoints",
         "notes",
+        "why",
     }
     assert set(data["query"]) == {"src", "dst", "port", "protocol", "from", "fromReason"}
     assert set(data["match"]) == {
