@@ -72,8 +72,8 @@ class Set:
 
     def declaration(self) -> tuple[object, ...]:
         """Everything but the elements (what must match for two sets to be the same object)."""
-        return (self.kind, self.name, self.type, self.typeof, self.flags, self.timeout, self.size,
-                self.comment, self.extra)  # fmt: skip
+        fields = (self.type, self.typeof, self.flags, self.timeout, self.size, self.comment, self.extra)
+        return (self.kind, self.name, *fields)
 
 
 @dataclass(slots=True)
