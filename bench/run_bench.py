@@ -6,11 +6,12 @@ one watched folder, in a fresh network namespace with its own state directory:
 * initial     - from the start of `svc2rules run` to its first sync's log line;
 * one change  - one endpoint of one Service moved to a fresh pod IP: the file is written next
                 to the folder and renamed into it; the time from the rename until the kernel
-                has the new element, as `nft monitor` reports the kernel's commit (iptables-nft
-                rules are nft rules too), `--min-sync-period 0`, `--repeat` times (median, min,
-                max). nftables: `nft get element` on the hairpin set then confirms it. (Polling
-                `nft get element` would measure nft: it reads every set of the table first,
-                about 1 s at 1k Services on this machine.)
+                has the new element, `--min-sync-period 0`, `--repeat` times (median, min,
+                max). nftables: as `nft monitor` reports the kernel's commit, then confirmed
+                with `nft get element` on the hairpin set (polling `nft get element` would
+                measure nft: it reads every set of the table first, about 1 s at 1k Services
+                on this machine). iptables: `iptables -S` of the new endpoint's chain, polled
+                (each poll costs tens of ms: the figure is that much coarser).
 * idle        - the agent's CPU time over `--idle` seconds with nothing changing, and its
                 memory (VmRSS, VmHWM).
 
@@ -161,6 +162,39 @@ class Monitor:
         self.proc.wait(timeout=10)
 
 
+def _poll_endpoint_chain(service_port: str, address: str) -> float:
+    """iptables: when the new endpoint's chain exists (`iptables -S` of that one chain; `nft
+    monitor` does not show iptables-nft's rules here)."""
+    from svc2rules.backends.iptables.names import endpoint_hash
+
+    chain = f"SVC2R-SEP-{endpoint_hash(service_port, 'tcp', f'{address}:{synth.TARGET_PORT}')}"
+    deadline = time.monotonic() + 600
+    while True:
+        proc = subprocess.run(["iptables", "-w", "-t", "nat", "-S", chain], capture_output=True, check=False)
+        if proc.returncode == 0:
+            return time.perf_counter()
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{chain} never appeared")
+        time.sleep(0.002)
+
+
+def _resync_cost(backend: str, folder: Path, state: Path) -> dict[str, float]:
+    """What run's --sync-period costs: `apply --resync` of the same input and state, its steps
+    but the compile (run keeps its compile in memory): reading our objects back, planning,
+    validating and loading."""
+    argv = [CLI, "apply", "--resync", "--timings", "--backend", backend, "-f", str(folder)]
+    argv += ["--state-dir", str(state), "--skip-invalid", *NODE]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    timings = {}
+    for line in proc.stderr.splitlines():
+        if line.startswith("timings: "):
+            for part in line.removeprefix("timings: ").split():
+                name, _, value = part.partition("=")
+                timings[name] = float(value.rstrip("s"))
+    work = sum(seconds for name, seconds in timings.items() if name != "compile")
+    return {"without_compile": round(work, 2), **{k: round(v, 2) for k, v in timings.items()}}
+
+
 def _nft_has(address: str) -> bool:
     element = f"{{ {address} . {address} }}"
     proc = subprocess.run(
@@ -178,7 +212,7 @@ def inner(args: argparse.Namespace) -> dict[str, Any]:
     agent = Agent(backend, folder, state)
     first = agent.wait_for("applied (", timeout=3600)
     initial = first - agent.started
-    monitor = Monitor()
+    monitor = Monitor() if backend == "nftables" else None
     latencies: list[float] = []
     try:
         for round_ in range(args.repeat):
@@ -190,13 +224,18 @@ def inner(args: argparse.Namespace) -> dict[str, Any]:
             target = folder / f"part-{file_index:03d}.json"
             tmp = staging / target.name
             tmp.write_text(json.dumps(listing))
-            monitor.watch(address)
+            service = listing["items"][0]["metadata"]
+            if monitor is not None:
+                monitor.watch(address)
             start = time.perf_counter()
             os.rename(tmp, target)
-            done = monitor.wait(address, timeout=600)
+            if monitor is not None:
+                done = monitor.wait(address, timeout=600)
+                if not _nft_has(address):
+                    raise SystemExit(f"nft monitor showed {address} but nft get element does not find it")
+            else:
+                done = _poll_endpoint_chain(f"{service['namespace']}/{service['name']}:http", address)
             latencies.append(done - start)
-            if backend == "nftables" and not _nft_has(address):
-                raise SystemExit(f"nft monitor showed {address} but nft get element does not find it")
             time.sleep(args.pause)
         time.sleep(2.0)
         cpu_before = _cpu_seconds(agent.proc.pid)
@@ -204,8 +243,10 @@ def inner(args: argparse.Namespace) -> dict[str, Any]:
         idle_cpu = (_cpu_seconds(agent.proc.pid) - cpu_before) / args.idle
         memory = _memory(agent.proc.pid)
     finally:
-        monitor.stop()
+        if monitor is not None:
+            monitor.stop()
         agent.stop()
+    resync = _resync_cost(backend, folder, state)
     ordered = sorted(latencies)
     return {
         "backend": backend,
@@ -217,6 +258,7 @@ def inner(args: argparse.Namespace) -> dict[str, Any]:
             "all": [round(x * 1000, 1) for x in latencies],
         },
         "idle_cpu_percent": round(idle_cpu * 100, 2),
+        "resync_s": resync,
         "memory_mib": {name: round(value, 1) for name, value in memory.items()},
     }
 
@@ -255,7 +297,9 @@ def outer(args: argparse.Namespace) -> int:
             print(
                 f"{backend}: initial {result['initial_s']} s; one endpoint change, rename to kernel: "
                 f"median {change['median']} ms (min {change['min']}, max {change['max']}, n={args.repeat}); "
-                f"idle CPU {result['idle_cpu_percent']}%; memory {result['memory_mib']} MiB",
+                f"idle CPU {result['idle_cpu_percent']}%; memory {result['memory_mib']} MiB; "
+                f"a --sync-period resync (apply --resync without its compile): "
+                f"{result['resync_s']['without_compile']} s {result['resync_s']}",
                 flush=True,
             )
     if args.json:

@@ -486,9 +486,9 @@ class Agent:
     # -- signals -----------------------------------------------------------------------------------
 
     def _stop(self) -> None:
-        self.log("stopping: the rules stay in the kernel")
         self.stopping.set()
         self.wake.set()
+        self.log("stopping: the rules stay in the kernel")
 
     def _hup(self) -> None:
         self.log("SIGHUP: reading the config again")

@@ -8,6 +8,7 @@ Exit codes: 0 stopped by SIGTERM/SIGINT (the rules stay), 2 invalid usage, 1 a f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from pathlib import Path
 from typing import Annotated
@@ -72,6 +73,12 @@ def parse_duration(text: str, flag: str) -> float:
     if seconds < 0:
         raise UsageError(f"{flag}: must not be negative")
     return seconds
+
+
+def _log(line: str) -> None:
+    # A log nobody reads any more (a closed pipe) must not stop the agent.
+    with contextlib.suppress(OSError, ValueError):
+        err(line)
 
 
 def _bind(address: str, flag: str) -> tuple[str, int] | None:
@@ -223,5 +230,5 @@ def run_command(
         for path in options.paths:
             if path != "-" and not Path(path).exists():
                 raise UsageError(f"-f {path}: no such file or directory")
-        agent = Agent(setup(), options, log=err, reconfigure=setup)
+        agent = Agent(setup(), options, log=_log, reconfigure=setup)
         asyncio.run(agent.run())
