@@ -9,6 +9,7 @@ is not what a cluster holds and guessing which one is meant would hide that.
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar
 
 from pydantic import Field, field_validator
@@ -142,27 +143,51 @@ class Pod(KubeObject):
 
 
 def _check_ports(problems: Problems, path: str, ports: list[ContainerPort]) -> None:
-    """validateContainerPorts: names unique within the container."""
+    """validateContainerPorts: names unique within the container. (Most ports are valid: their
+    field paths are spelled only for one that is not.)"""
     names: set[str] = set()
     for j, port in enumerate(ports):
-        at = f"{path}[{j}]"
-        if port.name and iana_svc_name(problems, f"{at}.name", port.name):
-            if port.name in names:
-                problems.duplicate(f"{at}.name", port.name)
-            names.add(port.name)
-        if port.container_port == 0:
-            problems.required(f"{at}.containerPort")
-        else:
-            port_number(problems, f"{at}.containerPort", port.container_port)
-        if port.host_port != 0:
-            port_number(problems, f"{at}.hostPort", port.host_port)
-        if port.protocol not in PROTOCOLS:
-            problems.unsupported(f"{at}.protocol", port.protocol, PROTOCOLS)
+        name = port.name
+        if (
+            (name and (name in names or not _plain_port_name(name)))
+            or not 0 < port.container_port <= _MAX_PORT
+            or not 0 <= port.host_port <= _MAX_PORT
+            or port.protocol not in PROTOCOLS
+        ):
+            _port_problems(problems, f"{path}[{j}]", port, names)
+        if name:
+            names.add(name)
+
+
+def _plain_port_name(name: str) -> bool:
+    """A port name IsValidPortName certainly accepts (anything else gets the full check)."""
+    return (
+        len(name) <= _MAX_PORT_NAME
+        and _PORT_NAME.fullmatch(name) is not None
+        and "--" not in name
+        and not name.startswith("-")
+        and not name.endswith("-")
+    )
+
+
+def _port_problems(problems: Problems, at: str, port: ContainerPort, names: set[str]) -> None:
+    if port.name and iana_svc_name(problems, f"{at}.name", port.name) and port.name in names:
+        problems.duplicate(f"{at}.name", port.name)
+    if port.container_port == 0:
+        problems.required(f"{at}.containerPort")
+    else:
+        port_number(problems, f"{at}.containerPort", port.container_port)
+    if port.host_port != 0:
+        port_number(problems, f"{at}.hostPort", port.host_port)
+    if port.protocol not in PROTOCOLS:
+        problems.unsupported(f"{at}.protocol", port.protocol, PROTOCOLS)
 
 
 def _check_ips(problems: Problems, singular: str, single: str, entries: list[IPEntry]) -> None:
     """validatePodIPs / validateHostIPs: valid addresses, at most one per family, and the
     singular field equal to the first entry (what conversion keeps them as)."""
+    if len(entries) == 1 and entries[0].ip == single and canonical_ip(single) is not None:
+        return  # what the API server writes: said once, in both fields
     plural = f"status.{singular}s"
     if single and canonical_ip(single) is None:
         problems.invalid(f"status.{singular}", single, _NOT_AN_IP)
@@ -183,13 +208,11 @@ def _check_ips(problems: Problems, singular: str, single: str, entries: list[IPE
         problems.invalid(f"{plural}[0].ip", entries[0].ip, f"must be equal to `{singular}`")
 
 
+_MAX_PORT = 65535
+_MAX_PORT_NAME = 15
+_PORT_NAME = re.compile(r"[-a-z0-9]*[a-z][-a-z0-9]*")
 _NOT_AN_IP = "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"
 
 
 def _listed(entries: list[IPEntry]) -> str:
     return quote_value([{"ip": entry.ip} for entry in entries])
-
-
-def pod_ip_family(ip: str) -> IPFamily | None:
-    parsed = canonical_ip(ip)
-    return None if parsed is None else parsed[0]

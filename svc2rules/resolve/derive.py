@@ -34,11 +34,10 @@ Service, the address type, the port set and the slice's number (the controller's
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from svc2rules.addresses import canonical_ip
 from svc2rules.family import IPFamily
@@ -61,8 +60,9 @@ _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 _NAME_SUFFIX_LENGTH = 5
 
 
-@dataclass(frozen=True, slots=True)
-class DerivedPort:
+# Named tuples, not dataclasses: 100,000 Pods make as many endpoints, and a frozen dataclass
+# costs several times a tuple to build.
+class DerivedPort(NamedTuple):
     name: str
     protocol: Protocol
     port: int
@@ -72,8 +72,7 @@ class DerivedPort:
         return (self.name, self.protocol.value, self.port, self.app_protocol or "")
 
 
-@dataclass(frozen=True, slots=True)
-class DerivedEndpoint:
+class DerivedEndpoint(NamedTuple):
     """One Pod's endpoint in one slice."""
 
     addresses: tuple[str, ...]
@@ -185,7 +184,7 @@ def derive_slices(
 def derive_normalized(
     service: Service, pods: Iterable[Pod], nodes: Mapping[str, Node] | None
 ) -> tuple[NormalizedSlice, ...]:
-    return tuple(sl.normalized() for sl in derive(service, pods, nodes).slices)
+    return tuple(sl.normalized() for sl in derive(service, pods, nodes, verdicts=False).slices)
 
 
 def derive_all(objects: Iterable[Any]) -> list[DerivedSlice]:
@@ -210,8 +209,10 @@ def derive_all(objects: Iterable[Any]) -> list[DerivedSlice]:
     return out
 
 
-def derive(service: Service, pods: Iterable[Pod], nodes: Mapping[str, Node] | None) -> Derivation:
-    """Reconciler.Reconcile for a Service with no slices yet."""
+def derive(
+    service: Service, pods: Iterable[Pod], nodes: Mapping[str, Node] | None, *, verdicts: bool = True
+) -> Derivation:
+    """Reconciler.Reconcile for a Service with no slices yet (`verdicts`: say why of each Pod)."""
     out = Derivation()
     if not derivable(service):
         return out
@@ -222,17 +223,19 @@ def derive(service: Service, pods: Iterable[Pod], nodes: Mapping[str, Node] | No
         key=lambda p: p.name,
     )
     publish = service.spec.publish_not_ready_addresses
+    resolve_ports = _PortResolver(service)
     # Per Pod, once: what does not depend on the address type.
     members: list[tuple[Pod, tuple[DerivedPort, ...], Node | None]] = []
     for pod in candidates:
         excluded = _excluded(pod)
-        ports, missing = endpoint_ports(service, pod)
+        ports, missing = resolve_ports(pod)
         node: Node | None = None
         if excluded is None and nodes is not None:
             node = nodes.get(pod.spec.node_name)
             if node is None and not publish:
                 excluded = f"its Node {pod.spec.node_name or '(none)'} is not among the input's Nodes"
-        out.verdicts.append(PodVerdict(pod, excluded, ports, missing))
+        if verdicts:
+            out.verdicts.append(PodVerdict(pod, excluded, ports, missing))
         if excluded is None:
             members.append((pod, ports, node))
     for family in address_types(service):
@@ -242,9 +245,10 @@ def derive(service: Service, pods: Iterable[Pod], nodes: Mapping[str, Node] | No
 
 def _excluded(pod: Pod) -> str | None:
     """ShouldPodBeInEndpoints(pod, includeTerminating=true), as a reason."""
-    if pod.status.phase in TERMINAL_PHASES:
-        return f"its phase is {pod.status.phase}"
-    if not pod.ips:
+    status = pod.status
+    if status.phase in TERMINAL_PHASES:
+        return f"its phase is {status.phase}"
+    if not status.pod_ip and not status.pod_ips:
         return "it has no IP yet"
     return None
 
@@ -274,15 +278,44 @@ def service_ip_set(service: Service) -> bool:
 
 def endpoint_ports(service: Service, pod: Pod) -> tuple[tuple[DerivedPort, ...], tuple[str, ...]]:
     """getEndpointPorts: the Service ports the Pod resolves, and the names of those it does not."""
-    ports: list[DerivedPort] = []
-    missing: list[str] = []
-    for sp in service.spec.ports:
-        number = find_port(pod, sp)
-        if number is None:
-            missing.append(sp.name)
-            continue
-        ports.append(DerivedPort(sp.name, Protocol(sp.protocol), number, sp.app_protocol))
-    return tuple(ports), tuple(missing)
+    return _PortResolver(service)(pod)
+
+
+class _PortResolver:
+    """getEndpointPorts for the Pods of one Service: a numeric target port resolves alike for
+    every Pod, so only named ones are looked up per Pod."""
+
+    def __init__(self, service: Service) -> None:
+        self.ports = service.spec.ports
+        self.fixed: list[DerivedPort | None] = []
+        for sp in self.ports:
+            target = target_port(sp)
+            self.fixed.append(
+                DerivedPort(sp.name, _PROTOCOLS[sp.protocol], target, sp.app_protocol)
+                if isinstance(target, int)
+                else None
+            )
+        self.all_fixed = tuple(p for p in self.fixed if p is not None)
+        self.every_port_fixed = len(self.all_fixed) == len(self.ports)
+
+    def __call__(self, pod: Pod) -> tuple[tuple[DerivedPort, ...], tuple[str, ...]]:
+        if self.every_port_fixed:
+            return self.all_fixed, ()
+        ports: list[DerivedPort] = []
+        missing: list[str] = []
+        for sp, fixed in zip(self.ports, self.fixed, strict=True):
+            if fixed is not None:
+                ports.append(fixed)
+                continue
+            number = find_port(pod, sp)
+            if number is None:
+                missing.append(sp.name)
+            else:
+                ports.append(DerivedPort(sp.name, _PROTOCOLS[sp.protocol], number, sp.app_protocol))
+        return tuple(ports), tuple(missing)
+
+
+_PROTOCOLS = {p.value: p for p in Protocol}
 
 
 def target_port(sp: ServicePortSpec) -> int | str:
@@ -318,6 +351,10 @@ def endpoint_addresses(pod: Pod, family: IPFamily) -> tuple[str, ...]:
     ParseIPSloppy + String: an IPv4-mapped IPv6 address is IPv4)."""
     out = []
     for ip in pod.ips:
+        if ":" not in ip:  # validated strictly: already IPv4 as Go spells it
+            if family is IPFamily.IPv4:
+                out.append(ip)
+            continue
         parsed = _canonical(ip)
         if parsed is not None and parsed[0] == family:
             out.append(parsed[1])
@@ -345,8 +382,10 @@ def should_set_hostname(pod: Pod, service: Service) -> bool:
 
 def pod_ready(pod: Pod) -> bool:
     """IsPodReady: the Pod's (first) Ready condition is True."""
-    condition = pod.ready_condition()
-    return condition is not None and condition.status == "True"
+    for condition in pod.status.conditions:
+        if condition.type == "Ready":
+            return condition.status == "True"
+    return False
 
 
 def pod_to_endpoint(
@@ -354,18 +393,19 @@ def pod_to_endpoint(
 ) -> DerivedEndpoint:
     """podToEndpoint (hints are the reconciler's business: resolve.hints)."""
     serving = pod_ready(pod)
-    terminating = pod.terminating
+    metadata, spec = pod.metadata, pod.spec
+    terminating = metadata.deletion_timestamp is not None
     ready = service.spec.publish_not_ready_addresses or (serving and not terminating)
     return DerivedEndpoint(
-        addresses=addresses,
-        ready=ready,
-        serving=serving,
-        terminating=terminating,
-        pod=pod.name,
-        pod_uid=pod.metadata.uid,
-        node_name=pod.spec.node_name or None,
-        zone=node.zone if node is not None else None,
-        hostname=pod.spec.hostname if should_set_hostname(pod, service) else None,
+        addresses,
+        ready,
+        serving,
+        terminating,
+        metadata.name or "",
+        metadata.uid,
+        spec.node_name or None,
+        node.zone if node is not None else None,
+        spec.hostname if spec.hostname and should_set_hostname(pod, service) else None,
     )
 
 
@@ -378,11 +418,14 @@ def _slices_of_family(
     """reconcileByAddressType with no existing slices: the desired endpoints grouped by port set
     (NewPortMapKey: the set, not its order), cut into slices, or one placeholder."""
     groups: dict[_PortSetKey, tuple[tuple[DerivedPort, ...], list[DerivedEndpoint]]] = {}
+    keys_of: dict[tuple[DerivedPort, ...], _PortSetKey] = {}  # most Pods share one port tuple
     for pod, ports, node in members:
         addresses = endpoint_addresses(pod, family)
         if not addresses:
             continue
-        key = tuple(sorted(p.sort_key() for p in ports))
+        key = keys_of.get(ports)
+        if key is None:
+            key = keys_of[ports] = tuple(sorted(p.sort_key() for p in ports))
         if key not in groups:
             groups[key] = (ports, [])
         groups[key][1].append(pod_to_endpoint(pod, node, service, addresses))
@@ -391,7 +434,7 @@ def _slices_of_family(
     # annotation spreads them over zones), in the order the slices list them.
     flat = [ep for key in keys for ep in groups[key][1]]
     hinted = iter(
-        ep if hints is None else dataclasses.replace(ep, hints=hints)
+        ep if hints is None else ep._replace(hints=hints)
         for ep, hints in zip(flat, hints_for(service, flat, nodes), strict=True)
     )
     headless = not service_ip_set(service)
