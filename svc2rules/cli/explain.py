@@ -30,6 +30,7 @@ from svc2rules.cli.common import (
     warn,
 )
 from svc2rules.compile import compile_sources
+from svc2rules.config import ProxyConfig
 from svc2rules.errors import UsageError, quote_value
 from svc2rules.explain import Explanation, Origin, Query, Verdict, explain, format_text
 from svc2rules.explain.text import format_diagnosis
@@ -106,6 +107,23 @@ def explain_command(
             raise UsageError(
                 "--service explains a Service, not a connection: leave out --src, --dst and --port"
             )
+        if ref is not None:
+            # What a Service's endpoints are does not depend on the node: no node facts asked.
+            sources = read_sources(
+                filename or [], recursive=recursive, stdin=sys.stdin.buffer, max_bytes=max_input_bytes
+            )
+            compiled = compile_sources(sources, ProxyConfig(), keep_models=True)
+            warn(compiled.warnings)
+            diagnosis = diagnose(compiled.models, *ref)
+            if output == "json":
+                sys.stdout.write(json.dumps(diagnosis.to_dict(), indent=2, sort_keys=True) + "\n")
+            else:
+                sys.stdout.write(format_diagnosis(diagnosis.lines()))
+            sys.stdout.flush()
+            if not diagnosis.found:
+                raise typer.Exit(ExitCode.FAILURE)
+            return
+        assert query is not None
         proxy_config, mode = node_config(
             config,
             node_name=node_name,
@@ -120,17 +138,6 @@ def explain_command(
         )
         compiled = compile_sources(sources, proxy_config, keep_models=True)
         warn(compiled.warnings)
-        if ref is not None:
-            diagnosis = diagnose(compiled.models, *ref)
-            if output == "json":
-                sys.stdout.write(json.dumps(diagnosis.to_dict(), indent=2, sort_keys=True) + "\n")
-            else:
-                sys.stdout.write(format_diagnosis(diagnosis.lines()))
-            sys.stdout.flush()
-            if not diagnosis.found:
-                raise typer.Exit(ExitCode.FAILURE)
-            return
-        assert query is not None
         result = explain(compiled.plan(), query, backend_name)
         if result.match is not None and _lacks_endpoints(result):
             why = diagnose(compiled.models, result.match.namespace, result.match.service)
