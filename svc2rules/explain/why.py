@@ -312,6 +312,9 @@ def _summary(d: ServiceDiagnosis) -> str:
         endpoints = [p for p in d.pods if p.state != "left-out"]
         if not endpoints:
             return f"{d.service} has no endpoints: none of the {d.matching} matching Pod(s) is one"
+        if not d.ports:  # a headless Service without ports: DNS publishes the Pods
+            ready = sum(1 for p in endpoints if p.state == "ready")
+            return f"{d.service} has {len(endpoints)} endpoint(s) without ports, {ready} ready"
     empty = [p for p in d.ports if not p.endpoints]
     unready = [p for p in d.ports if p.endpoints and not p.ready]
     parts = []

@@ -213,3 +213,9 @@ def test_a_connection_to_terminating_endpoints_only_says_why() -> None:
 def test_a_connection_with_ready_endpoints_has_no_why() -> None:
     data = json.loads(flow(web_service(), pod("p"), output="json"))
     assert data["verdict"] == "dnat" and data["why"] == []
+
+
+def test_a_headless_service_without_ports_counts_its_endpoints() -> None:
+    svc = web_service(clusterIP="None", ports=[])
+    data = why_json(svc, pod("a"), pod("b", "10.180.0.2", ready=False))
+    assert data["summary"] == "ns1/svc1 has 2 endpoint(s) without ports, 1 ready"
