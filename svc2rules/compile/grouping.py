@@ -113,7 +113,9 @@ def group_members(read: InputObjects, validated: ValidatedObjects) -> Groups:
     """The members of every Service in the input (Services absent from it have no entry: their
     slices and Endpoints change nothing)."""
     services: dict[ServiceRef, int] = {}
-    selectors: dict[ServiceRef, Selector | None] = {}
+    # A Service's model, or (known valid to the memo) its grouping key: its selector is read
+    # only when the input has Pods to match.
+    selectors: dict[ServiceRef, Service | str] = {}
     others: dict[ServiceRef, list[int]] = {}
     pods = _Pods()
     nodes: dict[str, int] = {}
@@ -123,10 +125,7 @@ def group_members(read: InputObjects, validated: ValidatedObjects) -> Groups:
         # known valid to the memo: its identity says what grouping needs.
         if kind == _SERVICE:
             services[(namespace, name)] = index
-            if isinstance(model, Service):
-                selectors[(namespace, name)] = _selector_of(model)
-            else:
-                selectors[(namespace, name)] = _selector_of_key(read.identities[index][4])
+            selectors[(namespace, name)] = model if isinstance(model, Service) else read.identities[index][4]
             continue
         if kind == _POD:
             if isinstance(model, Pod):
@@ -152,10 +151,13 @@ def group_members(read: InputObjects, validated: ValidatedObjects) -> Groups:
     all_nodes = sorted(nodes.values())
     for ref, index in services.items():
         members = [index, *others.get(ref, ())]
-        selector = selectors.get(ref)
-        if len(members) == 1 and selector is not None:
-            matched = pods.matching(ref[0], selector[0]) if pods.labels else []
-            if matched:
+        held = selectors[ref]
+        if len(members) == 1 and (derivable(held) if isinstance(held, Service) else held):
+            selector = None
+            if pods.labels:
+                selector = _selector_of(held) if isinstance(held, Service) else _selector_of_key(held)
+            matched = pods.matching(ref[0], selector[0]) if selector is not None else []
+            if selector is not None and matched:
                 groups.derived.append(ref)
                 members.extend(matched)
                 members.extend(_nodes_for(matched, pods.node, nodes, all_nodes, every=selector[1]))
