@@ -5,11 +5,13 @@ resolution, which derives from every Pod of the input."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from hypothesis import event, given, settings
 
 from svc2rules.compile import MemoryMemo, compile_sources
+from svc2rules.compile.cache import CompileCache, cache_path
 from svc2rules.config import ProxyConfig
 from svc2rules.load import Source, parse_source
 from svc2rules.model.registry import validate_objects
@@ -152,3 +154,24 @@ def test_the_summaries_are_the_same_in_an_incremental_compile() -> None:
     first = compile_sources(as_list(objects), CONFIG, fingerprint=True)
     again = compile_sources(as_list(objects), CONFIG, MemoryMemo.of(first))
     assert again.summaries == first.summaries and len(first.summaries) == 2
+
+
+def test_the_on_disk_cache_keeps_what_grouping_reads_of_pods(tmp_path: Path) -> None:
+    """apply's compile cache: a Pod change, read through the cache (the Services and the other Pods
+    known valid, not parsed), resolves the one Service it feeds as a full compile does."""
+    objects = [
+        web_service(),
+        service("db", clusterIP="172.30.0.42", selector={"app": "db"}),
+        pod("a", "10.180.0.1"),
+        pod("b", "10.180.0.2", node="node2"),
+        pod("d", "10.180.0.4", labels={"app": "db"}),
+        node("node1", "z1"),
+        node("node2", "z2"),
+    ]
+    index = cache_path(tmp_path, "iptables")
+    cache = CompileCache.load(index)
+    cache.save(compile_sources(as_list(objects), CONFIG, cache))
+    objects[3]["metadata"]["labels"] = {"app": "db"}  # b moves from svc1 to db
+    again = compile_sources(as_list(objects), CONFIG, CompileCache.load(index))
+    assert sorted(e.name for e in again.fresh()) == ["ns1/db", "ns1/svc1"]
+    assert again.plan() == compile_sources(as_list(objects), CONFIG).plan()
