@@ -174,16 +174,11 @@ def selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
     return all(labels.get(key) == value for key, value in selector.items())
 
 
-def derive_slices(
-    service: Service, pods: Iterable[Pod], nodes: Mapping[str, Node] | None
-) -> list[DerivedSlice]:
-    """The slices the controller writes for `service` from `pods` (any; the selector picks)."""
-    return derive(service, pods, nodes).slices
-
-
 def derive_normalized(
     service: Service, pods: Iterable[Pod], nodes: Mapping[str, Node] | None
 ) -> tuple[NormalizedSlice, ...]:
+    """What the proxy reads of the slices the controller writes for `service` from `pods` (any:
+    the selector picks; `nodes` None: nothing is known of Nodes)."""
     return tuple(sl.normalized() for sl in derive(service, pods, nodes, verdicts=False).slices)
 
 
@@ -276,14 +271,10 @@ def service_ip_set(service: Service) -> bool:
     return cluster_ip not in ("", "None")
 
 
-def endpoint_ports(service: Service, pod: Pod) -> tuple[tuple[DerivedPort, ...], tuple[str, ...]]:
-    """getEndpointPorts: the Service ports the Pod resolves, and the names of those it does not."""
-    return _PortResolver(service)(pod)
-
-
 class _PortResolver:
-    """getEndpointPorts for the Pods of one Service: a numeric target port resolves alike for
-    every Pod, so only named ones are looked up per Pod."""
+    """getEndpointPorts for the Pods of one Service: the Service ports a Pod resolves, and the
+    names of those it does not. A numeric target port resolves alike for every Pod, so only
+    named ones are looked up per Pod."""
 
     def __init__(self, service: Service) -> None:
         self.ports = service.spec.ports
