@@ -4,14 +4,15 @@ The reconciler (staging/src/k8s.io/endpointslice `reconcileByAddressType`) takes
 ways, per address type over all of a Service's new endpoints:
 
 * the topology annotation (`hintsEnabled`: `service.kubernetes.io/topology-aware-hints`, else
-  `service.kubernetes.io/topology-mode`, set to `Auto` or `auto`): `TopologyCache.AddHints`,
+  `service.kubernetes.io/topology-mode`, set to `Auto` or `auto`; the TopologyAwareHints gate
+  that makes the cache exists is on by default since 1.24): `TopologyCache.AddHints`,
   which spreads ready endpoints over zones in proportion to the allocatable CPU of the ready,
   non-control-plane Nodes (`SetNodes`, `getAllocations`, `getGivingAndReceivingZones`,
   `redistributeHints`), or writes no hints when the Nodes or endpoints do not allow it;
 * otherwise a valid `trafficDistribution` (`validTrafficDistribution`: PreferClose, and
-  PreferSameZone / PreferSameNode with the PreferSameTrafficDistribution gate, on by default since
-  Kubernetes 1.34): `trafficdist.preferCloseHeuristic`, a hint for the endpoint's own zone (and
-  node, for PreferSameNode) on every ready endpoint;
+  PreferSameZone / PreferSameNode with the PreferSameTrafficDistribution gate, on by default in
+  1.34 and GA in 1.35): `trafficdist.preferCloseHeuristic`, a hint for the endpoint's own zone
+  (and node, for PreferSameNode) on every ready endpoint;
 * neither: no hints.
 
 Where the controller iterates a Go map (which zone gives or receives first), zones are taken
