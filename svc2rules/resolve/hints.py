@@ -5,7 +5,7 @@ ways, per address type over all of a Service's new endpoints:
 
 * the topology annotation (`hintsEnabled`: `service.kubernetes.io/topology-aware-hints`, else
   `service.kubernetes.io/topology-mode`, set to `Auto` or `auto`; the TopologyAwareHints gate
-  that makes the cache exists is on by default since 1.24): `TopologyCache.AddHints`,
+  that makes the cache exist is on by default since 1.24): `TopologyCache.AddHints`,
   which spreads ready endpoints over zones in proportion to the allocatable CPU of the ready,
   non-control-plane Nodes (`SetNodes`, `getAllocations`, `getGivingAndReceivingZones`,
   `redistributeHints`), or writes no hints when the Nodes or endpoints do not allow it;
