@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import re
 from pathlib import Path
 from typing import Annotated
@@ -231,4 +232,7 @@ def run_command(
             if path != "-" and not Path(path).exists():
                 raise UsageError(f"-f {path}: no such file or directory")
         agent = Agent(setup(), options, log=_log, reconfigure=setup)
+        # The CLI turns the cyclic collector off for one-shot commands; a long-running one needs
+        # it (the agent freezes what it keeps for good, so collections stay cheap).
+        gc.enable()
         asyncio.run(agent.run())
