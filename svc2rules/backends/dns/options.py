@@ -31,7 +31,12 @@ class DnsFlags:
 
 
 def dns_flags(flags: Mapping[str, str]) -> DnsFlags:
-    return DnsFlags(flags.get("cluster_domain"), flags.get("dns_format"), flags.get("dns_server_ip"))
+    """The flags read and checked before any input is, so a bad flag is the only line said."""
+    chosen = DnsFlags(flags.get("cluster_domain"), flags.get("dns_format"), flags.get("dns_server_ip"))
+    _domain(chosen)
+    _format(chosen)
+    _server_ip(chosen)
+    return chosen
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,22 +47,31 @@ class DnsOptions:
 
 
 def dns_options(plan: Plan, flags: DnsFlags) -> DnsOptions:
+    return DnsOptions(_domain(flags), _format(flags), _server_ip(flags) or default_server_ip(plan))
+
+
+def _domain(flags: DnsFlags) -> str:
     try:
-        domain = check_domain(flags.cluster_domain or DEFAULT_DOMAIN)
+        return check_domain(flags.cluster_domain or DEFAULT_DOMAIN)
     except ValueError as exc:
         raise UsageError(f"--cluster-domain: {exc}") from None
+
+
+def _format(flags: DnsFlags) -> str:
     fmt = flags.dns_format or DEFAULT_FORMAT
     if fmt not in FORMATS:
         raise UsageError(f"--dns-format must be one of {', '.join(FORMATS)}, got {quote_value(fmt)}")
+    return fmt
+
+
+def _server_ip(flags: DnsFlags) -> str | None:
     server = flags.dns_server_ip
-    if server:
-        parsed = canonical_ip(server.strip())
-        if parsed is None:
-            raise UsageError(f"--dns-server-ip: invalid IP address {quote_value(server)}")
-        server_ip = parsed[1]
-    else:
-        server_ip = default_server_ip(plan)
-    return DnsOptions(domain, fmt, server_ip)
+    if not server:
+        return None
+    parsed = canonical_ip(server.strip())
+    if parsed is None:
+        raise UsageError(f"--dns-server-ip: invalid IP address {quote_value(server)}")
+    return parsed[1]
 
 
 def default_server_ip(plan: Plan) -> str:
