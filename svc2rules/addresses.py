@@ -8,6 +8,7 @@ costs ~30 us per parse, inet_pton well under 1 us.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 
 from svc2rules.family import IPFamily
@@ -84,3 +85,57 @@ def canonical_cidr(text: str) -> str | None:
         return str(strict_network(text))
     except ValueError:
         return None
+
+
+# -- legacy values: leading zeros, read as kube-proxy reads them -----------------------------------
+#
+# Go before 1.17 (and so the API server, until strict IP validation) accepted "010.0.0.1" and read
+# every part as DECIMAL (10.0.0.1, never octal 8.0.0.1); objects stored then are still served.
+# kube-proxy reads them with k8s.io/utils/net ParseIPSloppy / ParseCIDRSloppy (net/parse.go): when
+# Go's strict parser refuses a value, strip the leading zeros of a dotted quad (at the start or
+# after a ":") and of its prefix length, and parse again. This is its matchZeros pattern and its
+# stripZeros replacement, anchored at the very end (Go's `$`, not Python's, which also matches
+# before a final newline).
+_LEGACY_ZEROS = re.compile(
+    r"(^|:)0*(0|[1-9][0-9]*)\.0*(0|[1-9][0-9]*)\.0*(0|[1-9][0-9]*)\.0*(0|[1-9][0-9]*)"
+    r"((/)0*(0|[1-9][0-9]*))?\Z"
+)
+_STRIP_ZEROS = r"\1\2.\3.\4.\5\7\8"
+# A cheap necessary condition of a legacy value: some part starts with a zero and has more digits
+# (the text searched starts with a space). Spelt to start with a literal, which re finds fast.
+_LEADING_ZERO = re.compile(r"0(?<=[ .:/]0)[0-9]")
+
+
+def has_leading_zero(text: str) -> bool:
+    """Whether `text` may be a legacy value."""
+    return _LEADING_ZERO.search(" " + text) is not None
+
+
+def any_leading_zero(texts: list[str]) -> bool:
+    """Whether any of `texts` may be a legacy value, in one regex pass (this runs on every
+    address of the input). A space inside a text can only make the answer a false maybe."""
+    return _LEADING_ZERO.search(" " + " ".join(texts)) is not None
+
+
+def _without_leading_zeros(text: str) -> str | None:
+    stripped = _LEGACY_ZEROS.sub(_STRIP_ZEROS, text, count=1)
+    return stripped if stripped != text else None
+
+
+def legacy_ip(text: str) -> str | None:
+    """The canonical text of an address only ParseIPSloppy reads (leading zeros, decimal), or
+    None: a strictly valid address, or one ParseIPSloppy refuses as well."""
+    if canonical_ip(text) is not None:
+        return None
+    stripped = _without_leading_zeros(text)
+    parsed = canonical_ip(stripped) if stripped is not None else None
+    return parsed[1] if parsed is not None else None
+
+
+def legacy_cidr(text: str) -> str | None:
+    """The canonical network of a CIDR only ParseCIDRSloppy reads (leading zeros in its address
+    or prefix length, decimal), or None: a strictly valid CIDR, or one it refuses as well."""
+    if canonical_cidr(text) is not None:
+        return None
+    stripped = _without_leading_zeros(text)
+    return canonical_cidr(stripped) if stripped is not None else None

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from pydantic import Field
+from pydantic import Field, ModelWrapValidatorHandler, PrivateAttr, model_validator
 
 from svc2rules.model.checks import Problems, dns1035_label, dns1123_label, dns1123_subdomain, ip_address
 from svc2rules.model.checks import port_number as check_port
+from svc2rules.model.legacy import LegacyReader, LegacyValue, might_be_legacy
 from svc2rules.model.meta import KubeModel, KubeObject, ObjectMeta
 from svc2rules.model.service import PROTOCOLS
 
@@ -38,6 +39,47 @@ class Endpoints(KubeObject):
     API_VERSION: ClassVar[str] = "v1"
 
     subsets: list[EndpointSubset] = Field(default_factory=list)
+    _legacy: tuple[LegacyValue, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _read_legacy(cls, data: Any, handler: ModelWrapValidatorHandler[Endpoints]) -> Endpoints:
+        return handler(data)._canonical()
+
+    @property
+    def legacy_values(self) -> tuple[LegacyValue, ...]:
+        return self._legacy
+
+    def _canonical(self) -> Endpoints:
+        """These Endpoints with their legacy addresses in canonical form (itself when they have
+        none), as the mirroring controller restringifies them (addressToEndpoint)."""
+        if not might_be_legacy(
+            [a.ip for subset in self.subsets for a in (*subset.addresses, *subset.not_ready_addresses)]
+        ):
+            return self
+        read = LegacyReader()
+
+        def canonical(path: str, addresses: list[EndpointAddress]) -> list[EndpointAddress]:
+            return [
+                a.model_copy(update={"ip": read.ip(f"{path}[{j}].ip", a.ip)}) for j, a in enumerate(addresses)
+            ]
+
+        subsets = [
+            subset.model_copy(
+                update={
+                    "addresses": canonical(f"subsets[{i}].addresses", subset.addresses),
+                    "not_ready_addresses": canonical(
+                        f"subsets[{i}].notReadyAddresses", subset.not_ready_addresses
+                    ),
+                }
+            )
+            for i, subset in enumerate(self.subsets)
+        ]
+        if not read.found:
+            return self
+        out = self.model_copy(update={"subsets": subsets})
+        out._legacy = tuple(read.found)
+        return out
 
     @classmethod
     def check_metadata(cls, metadata: ObjectMeta, problems: Problems) -> None:

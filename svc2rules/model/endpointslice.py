@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import Field, ValidatorFunctionWrapHandler, field_validator, model_validator
+from pydantic import (
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 
 from svc2rules.model.checks import Problems, dns1123_label, dns1123_subdomain, ip_address, port_number
+from svc2rules.model.legacy import LegacyReader, LegacyValue, might_be_legacy
 from svc2rules.model.meta import KubeModel, KubeObject, ObjectMeta
 from svc2rules.model.service import PROTOCOLS
 
@@ -89,6 +97,43 @@ class EndpointSlice(KubeObject):
     address_type: str = Field(alias="addressType")
     endpoints: list[SliceEndpoint] | None = None
     ports: list[EndpointPort] | None = None
+    _legacy: tuple[LegacyValue, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _read_legacy(cls, data: Any, handler: ModelWrapValidatorHandler[EndpointSlice]) -> EndpointSlice:
+        return handler(data)._canonical()
+
+    @property
+    def legacy_values(self) -> tuple[LegacyValue, ...]:
+        return self._legacy
+
+    def _canonical(self) -> EndpointSlice:
+        """This slice with its legacy endpoint addresses in canonical form (itself when it has
+        none). An FQDN slice's addresses are names, not addresses: left as they are."""
+        endpoints = self.endpoints
+        if (
+            not endpoints
+            or self.address_type == "FQDN"
+            or not might_be_legacy([a for ep in endpoints for a in ep.addresses])
+        ):
+            return self
+        read = LegacyReader()
+        new_endpoints = [
+            ep.model_copy(
+                update={
+                    "addresses": [
+                        read.ip(f"endpoints[{i}].addresses[{j}]", a) for j, a in enumerate(ep.addresses)
+                    ]
+                }
+            )
+            for i, ep in enumerate(endpoints)
+        ]
+        if not read.found:
+            return self
+        canonical = self.model_copy(update={"endpoints": new_endpoints})
+        canonical._legacy = tuple(read.found)
+        return canonical
 
     @property
     def service_name(self) -> str | None:

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from svc2rules.load.parse import DEFAULT_NAMESPACE, object_ref
 from svc2rules.model.checks import Problems, dns1123_label
+from svc2rules.model.legacy import LegacyValue
 
 __all__ = ["DEFAULT_NAMESPACE", "KubeModel", "KubeObject", "ObjectMeta", "object_ref"]
 
@@ -42,6 +43,11 @@ class KubeObject(KubeModel):
     @property
     def name(self) -> str:
         return self.metadata.name or ""
+
+    @property
+    def legacy_values(self) -> tuple[LegacyValue, ...]:
+        """The values read the legacy way (model.legacy), in canonical form in this model."""
+        return ()
 
     @classmethod
     def check_metadata(cls, metadata: ObjectMeta, problems: Problems) -> None:

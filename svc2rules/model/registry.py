@@ -14,6 +14,7 @@ from svc2rules.load.parse import OversizedInt, RawObject, format_path
 from svc2rules.model.checks import Problems
 from svc2rules.model.endpoints import Endpoints
 from svc2rules.model.endpointslice import EndpointSlice, EndpointSliceV1Beta1
+from svc2rules.model.legacy import legacy_message
 from svc2rules.model.meta import DEFAULT_NAMESPACE, KubeObject, ObjectMeta, object_ref
 from svc2rules.model.node import Node
 from svc2rules.model.pod import Pod
@@ -88,6 +89,9 @@ def validate_objects(raw_objects: Iterable[RawObject], trusted: Container[int] =
             if obj is None:
                 continue
             key = (model.KIND, obj.namespace, obj.name)
+            if obj.legacy_values:
+                fields, message = legacy_message(obj.legacy_values)
+                result.warnings.append(Diagnostic(raw.source, message, model.KIND, object_ref(data), fields))
         if key in seen:
             result.errors.append(
                 Diagnostic(

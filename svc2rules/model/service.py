@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ModelWrapValidatorHandler, PrivateAttr, field_validator, model_validator
 
 from svc2rules.model.checks import (
     Problems,
@@ -15,6 +15,7 @@ from svc2rules.model.checks import (
     ip_address,
     port_number,
 )
+from svc2rules.model.legacy import LegacyReader, LegacyValue, might_be_legacy
 from svc2rules.model.meta import KubeModel, KubeObject, ObjectMeta
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
@@ -98,6 +99,65 @@ class Service(KubeObject):
 
     spec: ServiceSpec = Field(default_factory=ServiceSpec)
     status: ServiceStatus = Field(default_factory=ServiceStatus)
+    _legacy: tuple[LegacyValue, ...] = PrivateAttr(default=())
+
+    # -- legacy addresses (model.legacy) ------------------------------------------------
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _read_legacy(cls, data: Any, handler: ModelWrapValidatorHandler[Service]) -> Service:
+        return handler(data)._canonical()
+
+    @property
+    def legacy_values(self) -> tuple[LegacyValue, ...]:
+        return self._legacy
+
+    def _canonical(self) -> Service:
+        """This Service with its legacy addresses in canonical form (itself when it has none):
+        the fields pkg/proxy/serviceport.go newBaseServiceInfo parses sloppily."""
+        spec = self.spec
+        ingress = self.status.load_balancer.ingress
+        if not might_be_legacy(
+            [
+                spec.cluster_ip or "",
+                *spec.cluster_ips,
+                *spec.external_ips,
+                *(r.strip() for r in spec.load_balancer_source_ranges),
+                *(i.ip or "" for i in ingress),
+            ]
+        ):
+            return self
+        read = LegacyReader()
+        cluster_ip = read.ip("spec.clusterIP", spec.cluster_ip) if spec.cluster_ip else spec.cluster_ip
+        new_spec = spec.model_copy(
+            update={
+                "cluster_ip": cluster_ip,
+                "cluster_ips": [
+                    read.ip(f"spec.clusterIPs[{i}]", ip) for i, ip in enumerate(spec.cluster_ips)
+                ],
+                "external_ips": [
+                    read.ip(f"spec.externalIPs[{i}]", ip) for i, ip in enumerate(spec.external_ips)
+                ],
+                "load_balancer_source_ranges": [
+                    read.cidr(f"spec.loadBalancerSourceRanges[{i}]", r)
+                    for i, r in enumerate(spec.load_balancer_source_ranges)
+                ],
+            }
+        )
+        new_ingress = [
+            ing.model_copy(update={"ip": read.ip(f"status.loadBalancer.ingress[{i}].ip", ing.ip)})
+            if ing.ip
+            else ing
+            for i, ing in enumerate(ingress)
+        ]
+        if not read.found:
+            return self
+        status = self.status.model_copy(
+            update={"load_balancer": self.status.load_balancer.model_copy(update={"ingress": new_ingress})}
+        )
+        canonical = self.model_copy(update={"spec": new_spec, "status": status})
+        canonical._legacy = tuple(read.found)
+        return canonical
 
     # -- derived views, valid after check() found no problems -------------------------
 
