@@ -6,6 +6,7 @@ line per object; every other field and kind stays strict."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 
 from svc2rules.addresses import legacy_cidr, legacy_ip
 from svc2rules.api import build_plan
+from svc2rules.backends import available_backends
 from svc2rules.cli import app
 from svc2rules.compile import compile_sources
 from svc2rules.compile.memo import MemoryMemo
@@ -261,3 +263,17 @@ def test_cli_warns_once_per_object_and_exits_0() -> None:
     assert lines[1].startswith("warning: <stdin>: EndpointSlice ns1/svc1-abcde: endpoints[0].addresses[0]: ")
     assert "-d 172.30.0.41 " in result.stdout and "--to-destination 10.180.0.41:8080" in result.stdout
     assert "041" not in result.stdout and "099" not in result.stdout
+
+
+@pytest.mark.parametrize("backend", [*available_backends(), "ir"])
+def test_golden_case_renders_as_its_canonical_form(backend: str) -> None:
+    """golden/legacy-addresses: every output is that of the same objects written canonically."""
+    folder = Path(__file__).resolve().parents[2] / "golden" / "legacy-addresses"
+
+    def output(name: str) -> str:
+        flag = ["-o", "ir"] if backend == "ir" else ["--backend", backend]
+        result = CliRunner().invoke(app, ["compile", "-f", str(folder / name), *flag, *NODE_ARGS])
+        assert result.exit_code == 0, result.stderr
+        return result.stdout.replace(name, "<input>")
+
+    assert output("input.yaml") == output("canonical.yaml")
