@@ -1,6 +1,7 @@
 """apply / diff / cleanup, the same for every backend.
 
-    lock -> read state (+ adopt or drop a pending one) -> cheap kernel check (marker)
+    lock -> read state (checked; + adopt or drop a pending one) -> cheap kernel check (marker;
+         none: refuse names that are someone else's) -> periodic full check due? (checks.py)
          -> compile (only what changed, with the compile cache) -> plan the smallest write
          -> sysctls -> validate -> pending state -> one kernel write -> commit state
          -> compile cache -> stale UDP conntrack entries
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from svc2rules import __version__
+from svc2rules.apply.checks import DEFAULT_SYNC_PERIOD, due_note, full_check_due, now, refuse_foreign
 from svc2rules.backends import RenderOptions, get_backend
 from svc2rules.backends.applier import Applier, BaseState, Change, ChangeKind, IncrementalApplier
 from svc2rules.compile import Compilation, compile_sources
@@ -59,6 +61,9 @@ class ApplyOptions:
     # Read and write `<state-dir>/<backend>.cache`. False: the input keeps its own memo in
     # memory and compiles with fingerprints itself (`svc2rules run`'s LiveInput).
     compile_cache: bool = True
+    # Seconds after which a run reads our objects back and reloads them even though the state
+    # and the marker agree (drift repair, checks.py); None: only with `resync`.
+    sync_period: float | None = DEFAULT_SYNC_PERIOD
 
 
 @dataclass
@@ -130,10 +135,12 @@ class EngineMemory:
     state: BaseState | None = None
     stamp: tuple[int, int, int] | None = None
 
-    def store_for(self, state_dir: Path, backend: str, bulk_keys: tuple[str, ...]) -> StateStore:
+    def store_for(
+        self, state_dir: Path, backend: str, bulk_keys: tuple[str, ...], schema: type | None = None
+    ) -> StateStore:
         store = self.store
         if store is None or store.dir != state_dir or store.backend != backend:
-            store = self.store = StateStore(state_dir, backend, bulk_keys)
+            store = self.store = StateStore(state_dir, backend, bulk_keys, schema)
             self.forget()
         return store
 
@@ -184,12 +191,22 @@ def _trusted_state(
     dry_run: bool,
     resync: bool = False,
     remembered: BaseState | None = None,
-) -> tuple[BaseState | None, bool]:
-    """The state to diff against and whether it matches the kernel. A trusted state may still
-    lack its bulk part (StateStore.complete), unless it is the `remembered` one (EngineMemory)."""
+    sync_period: float | None = None,
+) -> tuple[BaseState | None, bool, BaseState | None]:
+    """The state to diff against, whether it matches the kernel, and the state file's state
+    when it did but a periodic full check is due (to record the check when it writes nothing).
+    A trusted state may still lack its bulk part (StateStore.complete), unless it is the
+    `remembered` one (EngineMemory). A state file failing a check is unknown (said)."""
     state = remembered if remembered is not None else cast(BaseState | None, store.load())
+    if remembered is None and store.problem is not None:
+        report.notes.append(
+            f"warning: {store.problem}: not trusted; reading our objects back from the kernel "
+            "and reloading them"
+        )
     pending = cast(BaseState | None, store.load_pending())
     marker = applier.marker(runner, pending or state)
+    if marker is None:
+        refuse_foreign(applier, runner, pending or state)
     if pending is not None:
         if marker is not None and marker == pending.get("generation"):
             # The previous run loaded its rules but died before recording them.
@@ -200,17 +217,22 @@ def _trusted_state(
         elif not dry_run:
             store.drop_pending()
     if state is not None and marker is not None and marker == state.get("generation"):
-        if not resync:
-            return state, True
-        report.notes.append("--resync: reading our objects back from the kernel and reloading them all")
-        return _live_with_udp(applier, runner, store, state), False
+        if resync:
+            report.notes.append("--resync: reading our objects back from the kernel and reloading them all")
+            return _live_with_udp(applier, runner, store, state), False, state
+        elapsed = full_check_due(state, sync_period, now())
+        if elapsed is None:
+            return state, True, None
+        assert sync_period is not None
+        report.notes.append(due_note(elapsed, sync_period))
+        return _live_with_udp(applier, runner, store, state), False, state
     if state is not None:
         report.notes.append(
             f"state file does not match the kernel (kernel generation {marker or 'none'}, "
             f"state {state.get('generation')}): reading our objects back from the kernel"
         )
     # Untrusted: read what we own from the kernel (slow but rare: first run, drift, crash).
-    return _live_with_udp(applier, runner, store, state), False
+    return _live_with_udp(applier, runner, store, state), False, None
 
 
 def _live_with_udp(
@@ -240,14 +262,15 @@ def apply_plan(
     require_net_admin()
     input_digest = apply_input.digest()
     if memory is not None:
-        store = memory.store_for(options.state_dir, backend, applier.bulk_state_keys)
+        store = memory.store_for(options.state_dir, backend, applier.bulk_state_keys, applier.state_schema)
     else:
-        store = StateStore(options.state_dir, backend, applier.bulk_state_keys)
+        store = StateStore(options.state_dir, backend, applier.bulk_state_keys, applier.state_schema)
     with StateLock(options.state_dir, options.lock_timeout) as lock:
         runner = runner or Runner(keep_fds=(lock.fd,) if lock.fd is not None else ())
         timer.lap("lock")
         remembered = memory.recall(store) if memory is not None else None
-        old, trusted = _trusted_state(
+        started = now()
+        old, trusted, checked_state = _trusted_state(
             applier,
             runner,
             store,
@@ -255,6 +278,7 @@ def apply_plan(
             dry_run=options.dry_run,
             resync=options.resync,
             remembered=remembered,
+            sync_period=options.sync_period,
         )
         timer.lap("check")
         if (
@@ -284,8 +308,8 @@ def apply_plan(
             complete = store.complete(old)
             if complete is None:
                 report.notes.append(
-                    f"state file {store.path} names a missing or damaged bulk file: "
-                    "reading our objects back from the kernel"
+                    f"warning: {store.problem}: not trusted; reading our objects back from the kernel "
+                    "and reloading them"
                 )
                 old, trusted = applier.read_live(runner), False
             else:
@@ -306,6 +330,10 @@ def apply_plan(
         if change.new_state is not None:
             change.new_state["input"] = input_digest
             change.new_state["sysctls"] = wanted_sysctls
+            # An untrusted plan read our objects back (or reloads them whole): a full check.
+            last_check = (old or {}).get("checked") if trusted else started
+            if last_check is not None:
+                change.new_state["checked"] = last_check
         if options.dry_run:
             if change.kind == ChangeKind.FULL:
                 artifact = get_backend(backend).render(compiled.plan(), apply_input.options)
@@ -315,7 +343,16 @@ def apply_plan(
             return report
         if change.kind == ChangeKind.NONE:
             report.notes.extend(_set_sysctls(wanted_sysctls, options))
-            recorded = _record_unchanged(store, old, trusted, change, input_digest, wanted_sysctls)
+            if checked_state is not None and not trusted:
+                # A full check that found nothing to write: recorded, so the next is a period away.
+                recorded: BaseState | None = cast(
+                    BaseState,
+                    {**checked_state, "input": input_digest, "sysctls": wanted_sysctls, "checked": started},
+                )
+                store.write_pending(cast(dict[str, Any], recorded))
+                store.commit_pending()
+            else:
+                recorded = _record_unchanged(store, old, trusted, change, input_digest, wanted_sysctls)
             if memory is not None:
                 if recorded is not None:
                     memory.keep(store, recorded)
@@ -447,10 +484,14 @@ def cleanup_host(
     applier = applier_for(backend, render_options)
     report = ApplyReport()
     require_net_admin()
-    store = StateStore(options.state_dir, backend, applier.bulk_state_keys)
+    store = StateStore(options.state_dir, backend, applier.bulk_state_keys, applier.state_schema)
     with StateLock(options.state_dir, options.lock_timeout) as lock:
         runner = runner or Runner(keep_fds=(lock.fd,) if lock.fd is not None else ())
         state = cast(BaseState | None, store.load_pending() or store.load())
+        # Only what carries our marker is removed: a table or chains of ours by name only are
+        # someone else's.
+        if applier.marker(runner, state) is None:
+            refuse_foreign(applier, runner, state)
         change: Change[Any, Any] = applier.plan_cleanup(runner, state)
         report.kind, report.summary, report.payload = change.kind, change.summary, change.payload
         if options.dry_run or change.kind == ChangeKind.NONE:
@@ -480,6 +521,9 @@ def diff_plan(
     desired = applier.desired(apply_input.compile(None).plan())
     with StateLock(options.state_dir, options.lock_timeout):
         runner = runner or Runner()
+        state = StateStore(options.state_dir, backend, applier.bulk_state_keys, applier.state_schema).load()
+        if applier.marker(runner, state) is None:
+            refuse_foreign(applier, runner, state)
         live = applier.dump_live(runner)
     compiled = applier.dump_desired(runner, desired)
     lines = list(

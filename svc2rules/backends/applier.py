@@ -37,6 +37,9 @@ class BaseState(TypedDict, total=False):
     sysctls: dict[str, str]
     # Per UDP service port, what stale-conntrack cleanup needs (host.conntrack).
     udp: UdpFacts
+    # When (Unix time) our objects were last read back or reloaded whole: the engine does it
+    # again once this is older than its sync period (drift repair, apply/engine.py).
+    checked: float
 
 
 DesiredT = TypeVar("DesiredT")
@@ -79,6 +82,8 @@ class Applier(ABC, Generic[DesiredT, StateT, ChangeT]):
     name: ClassVar[str]
     # State entries kept in the state's bulk file (host/state.py).
     bulk_state_keys: ClassVar[tuple[str, ...]] = ()
+    # What a state read back from disk must look like (host/schema.py): the backend's TypedDict.
+    state_schema: ClassVar[type] = BaseState
 
     def __init__(self, options: RenderOptions[Any]) -> None:
         self.options = options
@@ -102,6 +107,13 @@ class Applier(ABC, Generic[DesiredT, StateT, ChangeT]):
     def quick_check(self, runner: Runner, state: StateT) -> bool:
         """Beyond the marker: does the kernel still have what the state says (cheaply)?"""
         return True
+
+    def foreign(self, runner: Runner, state: StateT | None) -> str | None:
+        """Asked when the kernel carries no marker of ours: one line naming what already exists
+        under our names (our table, our chain prefix) without our marker, so belongs to someone
+        else and must be neither replaced nor removed; None when nothing does, or when `state`
+        (a checked state file of ours) names those objects (our marker was deleted: drift)."""
+        return None
 
     def read_live(self, runner: Runner) -> StateT | None:
         """Slow path: what we own in the kernel, as a state, when the state file is not trusted

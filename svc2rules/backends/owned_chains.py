@@ -98,6 +98,17 @@ class OwnedChains:
             out.append(sorted(snap.jumps.get(table, [])))
         return tuple(out)
 
+    def foreign(self, snap: Snapshot, chain_prefix: str) -> str | None:
+        """One line naming a chain under our prefix that exists without our marker chain in any
+        table (someone else's: never replaced nor removed), or None."""
+        if any(self.marker in snap.chains.get(table, {}) for table in self.tables):
+            return None
+        found = [(table, chain) for table in self.tables for chain in sorted(snap.chains.get(table, {}))]
+        if not found:
+            return None
+        table, chain = found[0]
+        return foreign_chains(chain_prefix, table, chain, len(found), self.marker)
+
     def generation(self, snap: Snapshot) -> str | None:
         for spec in snap.chains.get(MARKER_TABLE, {}).get(self.marker, []):
             text = xtables.comment_of(spec) or ""
@@ -248,3 +259,14 @@ class OwnedChains:
                 for chain, spec in sorted(snap.jumps.get(table, []))
             )
         return out
+
+
+def foreign_chains(chain_prefix: str, table: str, chain: str, count: int, marker: str) -> str:
+    """The refusal of a chain prefix whose chains exist without our marker chain."""
+    more = f" (and {count - 1} more)" if count > 1 else ""
+    return (
+        f"--chain-prefix {chain_prefix}: chain {chain} in table {table}{more} already exists on this "
+        f"host without svc2rules' marker chain {marker}: it is someone else's, and svc2rules neither "
+        "replaces nor removes it; choose another --chain-prefix (or delete those chains yourself "
+        "if they are a leftover)"
+    )

@@ -20,11 +20,19 @@ current state names, so no state ever names a missing or partial record. A log t
 grown is started afresh (a new file), and bulk files no state names are removed, as are the
 temporary files of writes that failed (a full disk) or were killed: by the next write, commit or
 drop, and by remove().
+
+Nothing read back is trusted blindly. The JSON ends with a SHA-256 of everything before it,
+its entries are checked against the backend's state TypedDict (host/schema.py), and every bulk
+record carries the generation it was written for: the state's generation must be its last
+record's, so a JSON pointed back at an earlier set of its own records is caught (the engine
+checks that generation against the kernel's marker). A state failing any check is unknown:
+`problem` says why, and the engine reads our objects back from the kernel and reloads them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import marshal
 import os
@@ -36,9 +44,13 @@ from pathlib import Path
 from typing import Any
 
 from svc2rules.errors import ApplyError
+from svc2rules.host.schema import shape_problem
 
-FORMAT = 1  # JSON only
-BULK_FORMAT = 2  # JSON plus a bulk file
+FORMAT = 3  # JSON only (1: without its checksum)
+BULK_FORMAT = 4  # JSON plus a bulk file (2: without checksum and record generations)
+# The JSON's last entry: the SHA-256 (hex) of the text before it, closed by "}".
+_CHECKSUM_HEAD = ',"checksum":"'
+_CHECKSUM_TAIL = len(_CHECKSUM_HEAD) + 64 + 2
 DEFAULT_STATE_DIR = Path("/var/lib/svc2rules")
 BULK_REF = "bulk"
 # A bulk log is started afresh past this many records, or when its changes outweigh a
@@ -56,10 +68,17 @@ def new_generation() -> str:
 
 
 class StateStore:
-    def __init__(self, state_dir: Path, backend: str, bulk_keys: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, state_dir: Path, backend: str, bulk_keys: tuple[str, ...] = (), schema: type | None = None
+    ) -> None:
         self.dir = state_dir
         self.backend = backend
         self.bulk_keys = bulk_keys
+        # The backend's state TypedDict: what a state read back must look like.
+        self.schema = schema
+        # Why the last state read (load, load_pending, complete) was not trusted, for the
+        # engine to say; None when it was, or when there was none.
+        self.problem: str | None = None
         self.path = state_dir / f"{backend}.json"
         self.pending_path = state_dir / f"{backend}.pending.json"
         # The bulk part complete() read last, or the one this store committed last:
@@ -68,20 +87,33 @@ class StateStore:
         self._pending_base: tuple[str, list[tuple[int, int, int]], dict[str, Any]] | None = None
 
     def load(self) -> dict[str, Any] | None:
-        """The state without its bulk part (see complete())."""
-        return _read(self.path)
+        """The state without its bulk part (see complete()); None when there is none or it fails
+        a check (then `problem` says which)."""
+        return self._checked(self.path)
 
     def load_pending(self) -> dict[str, Any] | None:
-        return _read(self.pending_path)
+        return self._checked(self.pending_path)
+
+    def _checked(self, path: Path) -> dict[str, Any] | None:
+        state, self.problem = _read(path)
+        if state is not None and self.schema is not None:
+            problem = shape_problem(state, self.schema, self.bulk_keys)
+            if problem is not None:
+                self.problem = f"state file {path} does not hold a {self.backend} state ({problem})"
+                return None
+        return state
 
     def complete(self, state: Mapping[str, Any]) -> dict[str, Any] | None:
         """The state with its bulk part, or None when that is missing or damaged."""
+        self.problem = None
         ref = state.get(BULK_REF)
         if ref is None or any(key in state for key in self.bulk_keys):
             return dict(state)
+        damaged = f"state file {self.path} names a missing or damaged bulk file"
         try:
             name, records = ref["file"], [tuple(r) for r in ref["records"]]
             if "/" in name or not name.startswith(f"{self.backend}.") or not records:
+                self.problem = damaged
                 return None
             with open(self.dir / name, "rb") as fh:
                 data = fh.read(records[-1][0] + records[-1][1])
@@ -89,16 +121,24 @@ class StateStore:
             for offset, length, crc in records:
                 chunk = data[offset : offset + length]
                 if len(chunk) != length or zlib.crc32(chunk) != crc:
+                    self.problem = damaged
                     return None
-                parts.append(marshal.loads(chunk))
+                generation, part = marshal.loads(chunk)
+                parts.append(part)
         except (OSError, ValueError, EOFError, TypeError, KeyError, IndexError):
+            self.problem = damaged
+            return None
+        if generation != state.get("generation"):
+            self.problem = (
+                f"state file {self.path} (generation {state.get('generation')}) names bulk records "
+                f"of generation {generation}: an earlier state's"
+            )
             return None
         bulk, *deltas = parts
-        if not isinstance(bulk, dict):
+        if not isinstance(bulk, dict) or not all(isinstance(delta, dict) for delta in deltas):
+            self.problem = damaged
             return None
         for delta in deltas:
-            if not isinstance(delta, dict):
-                return None
             _patch(bulk, delta)
         # What the next write appends its changes to (see write_pending).
         self._base = (name, records, bulk)
@@ -113,7 +153,7 @@ class StateStore:
         bulk = {key: state.pop(key) for key in self.bulk_keys if key in state}
         self._pending_base = None
         if bulk:
-            ref = state[BULK_REF] = self._write_bulk(bulk, touched or {})
+            ref = state[BULK_REF] = self._write_bulk(bulk, touched or {}, state.get("generation"))
             self._pending_base = (ref["file"], ref["records"], bulk)
         state["format"] = BULK_FORMAT if BULK_REF in state else FORMAT
         _write(self.pending_path, state)
@@ -154,18 +194,19 @@ class StateStore:
     def _bulk_files(self) -> list[Path]:
         return sorted(self.dir.glob(f"{self.backend}.*.bulk"))
 
-    def _write_bulk(self, bulk: dict[str, Any], touched: Touched) -> dict[str, Any]:
-        """Append what changed since the bulk part complete() read, or start a new log."""
+    def _write_bulk(self, bulk: dict[str, Any], touched: Touched, generation: str | None) -> dict[str, Any]:
+        """Append what changed since the bulk part complete() read, or start a new log. Each
+        record holds the generation of the state it completes."""
         if self._base is not None:
             name, records, base = self._base
             delta = _diff(base, bulk, touched)
-            data = marshal.dumps(delta)
+            data = marshal.dumps((generation, delta))
             deltas = sum(length for _, length, _ in records[1:]) + len(data)
             if len(records) < _MAX_RECORDS and deltas * _MAX_DELTA_SHARE < records[0][1]:
                 end = records[-1][0] + records[-1][1]
                 self._append(self.dir / name, end, data)
                 return {"file": name, "records": [*records, (end, len(data), zlib.crc32(data))]}
-        data = marshal.dumps(bulk)
+        data = marshal.dumps((generation, bulk))
         name = f"{self.backend}.{secrets.token_hex(6)}.bulk"
         path = self.dir / name
         tmp = path.with_name(path.name + ".tmp")
@@ -198,8 +239,8 @@ class StateStore:
     def _collect(self) -> None:
         """Remove bulk files that neither the state nor a pending state names."""
         keep = set()
-        for state in (self.load(), self.load_pending()):
-            ref = (state or {}).get(BULK_REF)
+        for path in (self.path, self.pending_path):
+            ref = (_read(path)[0] or {}).get(BULK_REF)
             if isinstance(ref, dict):
                 keep.add(ref.get("file"))
         for path in self._bulk_files():
@@ -263,20 +304,32 @@ def _patch(target: dict[Any, Any], delta: dict[Any, Any]) -> None:
 _DELETE_MARK = object()
 
 
-def _read(path: Path) -> dict[str, Any] | None:
+def _read(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """The state in `path` and, when there is a file but no state to trust, why.
+
+    An unreadable, torn, edited or foreign state is unknown: the engine then reads our objects
+    back from the kernel and reloads them, which is always safe."""
     try:
-        data = json.loads(path.read_bytes())
+        raw = path.read_bytes()
     except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        # An unreadable or torn state is treated as unknown: the applier then reloads
-        # everything after reading the kernel, which is always safe.
-        return None
+        return None, None
+    except OSError as exc:
+        return None, f"cannot read state file {path}: {exc.strerror or exc}"
+    body, digest = raw[:-_CHECKSUM_TAIL] + b"}", raw[-_CHECKSUM_TAIL:]
+    if not (digest.startswith(_CHECKSUM_HEAD.encode()) and digest.endswith(b'"}')):
+        return None, f"state file {path} has no checksum (torn, or written by another svc2rules version)"
+    if hashlib.sha256(body).hexdigest().encode() != digest[len(_CHECKSUM_HEAD) : -2]:
+        return None, f"state file {path} fails its checksum (edited or damaged)"
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None, f"state file {path} is not JSON"
     if not isinstance(data, dict) or data.get("format") not in (FORMAT, BULK_FORMAT):
-        return None
+        return None, f"state file {path} is not in this svc2rules version's format"
     if data["format"] == BULK_FORMAT and not isinstance(data.get(BULK_REF), dict):
-        return None
-    return data
+        return None, f"state file {path} names no bulk file"
+    del data["checksum"]
+    return data, None
 
 
 def _write(path: Path, state: dict[str, Any]) -> None:
@@ -284,7 +337,10 @@ def _write(path: Path, state: dict[str, Any]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
         # One C-encoded string: json.dump would stream through the pure-Python encoder.
-        text = json.dumps(state, separators=(",", ":"))
+        body = json.dumps(
+            {key: value for key, value in state.items() if key != "checksum"}, separators=(",", ":")
+        )
+        text = f'{body[:-1]}{_CHECKSUM_HEAD}{hashlib.sha256(body.encode()).hexdigest()}"}}'
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()

@@ -34,9 +34,9 @@ def test_state_pending_commit_and_drop(tmp_path: Path) -> None:
     store = StateStore(tmp_path, "iptables")
     assert store.load() is None
     store.write_pending({"generation": "1-a"})
-    assert store.load() is None and store.load_pending() == {"format": 1, "generation": "1-a"}
+    assert store.load() is None and store.load_pending() == {"format": 3, "generation": "1-a"}
     store.commit_pending()
-    assert store.load() == {"format": 1, "generation": "1-a"} and store.load_pending() is None
+    assert store.load() == {"format": 3, "generation": "1-a"} and store.load_pending() is None
     store.write_pending({"generation": "2-b"})
     store.drop_pending()
     assert store.load_pending() is None and store.load() is not None

@@ -42,6 +42,7 @@ from svc2rules.backends.iptables.model import (
 from svc2rules.backends.iptables.names import ChainNames
 from svc2rules.backends.iptables.render import FAMILY, build_tables
 from svc2rules.backends.iptables.services import split_by_service
+from svc2rules.backends.owned_chains import foreign_chains
 from svc2rules.compile import Compilation
 from svc2rules.errors import ApplyError
 from svc2rules.host.conntrack import udp_facts
@@ -66,6 +67,7 @@ from svc2rules.syntax.xtables import (
 class IptablesApplier(IncrementalApplier[Desired, IptablesState, IptablesChange]):
     name = "iptables"
     bulk_state_keys = ("tables", "udp", "groups", "segments", "owned")
+    state_schema = IptablesState
 
     def __init__(self, options: RenderOptions[None]) -> None:
         super().__init__(options)
@@ -116,6 +118,22 @@ class IptablesApplier(IncrementalApplier[Desired, IptablesState, IptablesChange]
 
     def marker(self, runner: Runner, state: IptablesState | None) -> str | None:
         return kernel.generation(runner, self._names(state))
+
+    def foreign(self, runner: Runner, state: IptablesState | None) -> str | None:
+        """Chains under our prefix without our marker chain in either table (empty or not) are
+        someone else's, unless our state names that prefix. Asked only without a marker, so
+        the save it costs is a first run's (or a foreign prefix's)."""
+        if state is not None and state.get("prefix") == self.names.prefix:
+            return None
+        tables = kernel.saved_tables(runner)
+        marker = self.names.applied_marker
+        if any(marker in table.chains for table in tables.values()):
+            return None
+        found = [(t, c) for t in TABLES for c in sorted(tables[t].chains) if self.names.owns(c)]
+        if not found:
+            return None
+        table, chain = found[0]
+        return foreign_chains(self.names.prefix, table, chain, len(found), marker)
 
     def quick_check(self, runner: Runner, state: IptablesState) -> bool:
         """Our jumps from the built-in chains are where foreign tools interfere (a firewall

@@ -83,6 +83,7 @@ class IpvsChange(Change[Desired, IpvsState]):
 
 class IpvsApplier(Applier[Desired, IpvsState, IpvsChange]):
     name = "ipvs"
+    state_schema = IpvsState
 
     def __init__(self, options: RenderOptions[IpvsOptions]) -> None:
         super().__init__(options)
@@ -112,6 +113,15 @@ class IpvsApplier(Applier[Desired, IpvsState, IpvsChange]):
         chains = self.names.owned_chains(self.family)
         self._tables = chains.read_live(runner)
         return chains.generation(self._tables)
+
+    def foreign(self, runner: Runner, state: IpvsState | None) -> str | None:
+        """Companion chains under our prefix without our marker chain (read by marker()),
+        unless our state names that prefix."""
+        if state is not None and state.get("prefix") == self.names.prefix:
+            return None
+        chains = self.names.owned_chains(self.family)
+        live = self._tables if self._tables is not None else chains.read_live(runner)
+        return chains.foreign(live, self.names.prefix)
 
     def quick_check(self, runner: Runner, state: IpvsState) -> bool:
         """IPVS and the dummy interface are not under the marker: compare them with what the

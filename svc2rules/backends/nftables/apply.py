@@ -46,6 +46,7 @@ from svc2rules.syntax.nftables import Writer, commands
 class NftablesApplier(IncrementalApplier[Desired, NftablesState, NftablesChange]):
     name = "nftables"
     bulk_state_keys = ("elements", "udp", "groups", "shared", "facts")
+    state_schema = NftablesState
 
     def __init__(self, options: RenderOptions[NftablesOptions]) -> None:
         super().__init__(options)
@@ -97,6 +98,13 @@ class NftablesApplier(IncrementalApplier[Desired, NftablesState, NftablesChange]
     def marker(self, runner: Runner, state: NftablesState | None) -> str | None:
         table = (state or {}).get("table") or self.table_name
         return kernel.read_marker(runner, FAMILY, table)
+
+    def foreign(self, runner: Runner, state: NftablesState | None) -> str | None:
+        """A table of our name without our marker set is someone else's (a docker-like
+        `table ip filter` given as --table filter), unless our state names it."""
+        if state is not None and state.get("table") == self.table_name:
+            return None
+        return kernel.foreign_table(runner, FAMILY, self.table_name)
 
     # quick_check and read_live keep the contract's defaults: the table is ours whole (the
     # marker in it is the check), and without a trusted state we load the whole table, which

@@ -17,7 +17,7 @@ from svc2rules.backends.nftables.render import FAMILY
 from svc2rules.errors import ApplyError
 from svc2rules.family import IPFamily
 from svc2rules.host.runner import Result, Runner, first_line
-from svc2rules.syntax.nftables import commands, normalised, quoted_strings, read_tables
+from svc2rules.syntax.nftables import Writer, commands, normalised, quoted_strings, read_tables
 
 # How a Service names itself in an element or rule comment (`namespace/name[:port]`).
 _SERVICE = re.compile(r"[a-z0-9.-]+/[a-z0-9.-]+(?::[a-z0-9-]+)?")
@@ -40,6 +40,22 @@ def has_table(runner: Runner, family: IPFamily, table: str) -> bool:
     """Whether the table exists (True when nft can not say: cleanup then tries to delete it)."""
     result = runner.run(commands.list_tables(family))
     return not result.ok or any(read.name == table for read in read_tables(result.stdout))
+
+
+def foreign_table(runner: Runner, family: IPFamily, table: str) -> str | None:
+    """One line naming `table` when it exists without our marker set (None: it does not exist,
+    it is ours, or nft cannot say)."""
+    tables = runner.run(commands.list_tables(family))
+    if not tables.ok or not any(read.name == table for read in read_tables(tables.stdout)):
+        return None
+    if runner.run(commands.list_set(family, table, MARKER_SET)).ok:
+        return None
+    spelled = Writer(family, table).prefix
+    return (
+        f"--table {table}: table {spelled} already exists on this host without svc2rules' "
+        f"generation marker (set {MARKER_SET}): it is someone else's, and svc2rules neither replaces "
+        "nor removes it; choose another --table (or delete that table yourself if it is a leftover)"
+    )
 
 
 def run_script(runner: Runner, payload: str, *, check: bool) -> Result:

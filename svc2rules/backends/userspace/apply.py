@@ -57,6 +57,7 @@ class UserspaceChange(Change[Desired, UserspaceState]):
 
 class UserspaceApplier(Applier[Desired, UserspaceState, UserspaceChange]):
     name = "userspace"
+    state_schema = UserspaceState
 
     def __init__(self, options: RenderOptions[Addressing]) -> None:
         super().__init__(options)
@@ -97,6 +98,14 @@ class UserspaceApplier(Applier[Desired, UserspaceState, UserspaceChange]):
             self.chains = self._chains_for(self.prefix)
         self._live = self.chains.read_live(runner)
         return self.chains.generation(self._live)
+
+    def foreign(self, runner: Runner, state: UserspaceState | None) -> str | None:
+        """Chains under our prefix without our marker chain (read by marker()), unless our
+        state names that prefix."""
+        if state is not None and state.get("prefix") == self.prefix:
+            return None
+        live = self._live if self._live is not None else self.chains.read_live(runner)
+        return self.chains.foreign(live, self.prefix)
 
     def quick_check(self, runner: Runner, state: UserspaceState) -> bool:
         """Our chains and jumps are still what the state recorded (read by marker())."""
