@@ -226,6 +226,15 @@ def apply_command(
             "--resync", help="Do not trust the state file: read our rules back and reload them all."
         ),
     ] = False,
+    sync_period: Annotated[
+        str,
+        typer.Option(
+            "--sync-period",
+            metavar="DURATION",
+            help="Read our rules back and reload them (repairing changes made inside them) when the "
+            "last such full check is older than this (kube-proxy's full sync: 1h; 0: every run).",
+        ),
+    ] = "1h",
     conntrack_cleanup: Annotated[
         bool, typer.Option("--conntrack-cleanup/--no-conntrack-cleanup", hidden=True)
     ] = True,
@@ -255,6 +264,9 @@ def apply_command(
 ) -> None:
     """Load the compiled rules onto this host: validated, one transaction, only what changed."""
     with OneShot(skip_invalid, textfile, dry_run).recorded() as run, cli_errors():
+        from svc2rules.cli.run import parse_duration
+
+        full_check_period = parse_duration(sync_period, "--sync-period")
         chosen = build_options(
             NodeFlags(
                 config,
@@ -293,6 +305,7 @@ def apply_command(
                 conntrack=conntrack_cleanup,
                 resync=resync,
                 allow_empty=allow_empty,
+                sync_period=full_check_period,
             ),
         )
         _print_notes(report, timings=timings)
