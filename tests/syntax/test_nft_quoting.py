@@ -29,11 +29,12 @@ HOSTILE = st.one_of(
             "} ; delete table ip svc2rules ; table ip svc2rules {",
             "\x00",
             "ns1/svc1:p80 -> 10.0.0.1:80",
+            "helper for @no-endpoint-services / @no-endpoint-nodeports",
             "é" * 200,
         ]
     ),
 )
-QUOTED = re.compile(r'"[A-Za-z0-9 ._:/\-\[\]>,;()\'=+?]*"')
+QUOTED = re.compile(r'"[A-Za-z0-9 ._:/\-\[\]>,;()\'=+@?]*"')
 
 
 @given(HOSTILE)

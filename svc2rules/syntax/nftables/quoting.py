@@ -9,7 +9,7 @@ COMMENT_MAX = 128
 # nft's scanner ends a quoted string at the next '"' and has no escapes, so the only safe way to
 # carry arbitrary text is to keep a conservative alphabet: what a validated Kubernetes name, an
 # address or our own wording contains. Anything else becomes '?'.
-_COMMENT_UNSAFE = re.compile(r"[^A-Za-z0-9 ._:/\-\[\]>,;()'=+]")
+_COMMENT_UNSAFE = re.compile(r"[^A-Za-z0-9 ._:/\-\[\]>,;()'=+@]")
 # An nft identifier, kept to what every nft version accepts as a table name.
 _TABLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 _QUOTED = re.compile(r'"([^"]*)"')
