@@ -117,6 +117,8 @@ FLAG_NAMES = {
     "cluster_cidrs": "--cluster-cidr",
     "masquerade_all": "--masquerade-all",
     "node_port_addresses": "--nodeport-addresses",
+    "service_cidrs": "--service-cidr",
+    "conntrack_tcp_be_liberal": "--conntrack-tcp-be-liberal",
 }
 
 
@@ -134,7 +136,13 @@ class ProxyConfig(BaseModel):
     localhost_nodeports: bool = True
     node_port_addresses: tuple[str, ...] = ()
     service_proxy_name: str | None = None
-    conntrack_tcp_be_liberal: bool = False
+    # None: the backend's default (kube-proxy's nftables mode relies on the sysctl being set;
+    # its iptables mode drops invalid packets instead and leaves it alone).
+    conntrack_tcp_be_liberal: bool | None = None
+    # The service CIDRs (kube-apiserver's --service-cluster-ip-range; a cluster's ServiceCIDR
+    # objects add to them in the plan): addresses in them no Service holds are dropped, undefined
+    # ports of a ClusterIP rejected (kube-proxy's nftables cluster-ips-check).
+    service_cidrs: tuple[str, ...] = ()
     ipvs_scheduler: str = "rr"
 
     @field_validator("node_ips")
@@ -150,6 +158,11 @@ class ProxyConfig(BaseModel):
         if len(families) != len(set(families)):
             raise ValueError("at most one cluster CIDR per IP family (kube-proxy's ClusterCIDR detector)")
         return tuple(out)
+
+    @field_validator("service_cidrs")
+    @classmethod
+    def _service_cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return one_service_cidr_per_family(tuple(parse_cidr(text)[0] for text in value))
 
     @field_validator("node_port_addresses")
     @classmethod
@@ -180,18 +193,28 @@ class ProxyConfig(BaseModel):
                 return ip
         return None
 
-    def node_port_ips(self, family: str) -> tuple[str, ...] | None:
-        """Node IPs that accept NodePorts, or None when every local address does."""
-        if not self.node_port_addresses:
+    def node_port_ips(self, family: str, *, unset_means_primary: bool = False) -> tuple[str, ...] | None:
+        """Node IPs that accept NodePorts, or None when every local address does.
+
+        As kube-proxy reads nodePortAddresses: `primary` stands for the family's node IP unless
+        it is loopback (cmd/kube-proxy/app/server.go, newProxyServer), and a family left without
+        a CIDR of its own, or given its zero CIDR, matches every local address
+        (pkg/proxy/util/nodeport_addresses.go, NewNodePortAddresses: MatchAll). Its nftables
+        mode reads an unset nodePortAddresses as `primary` (`unset_means_primary`;
+        cmd/kube-proxy/app/server_linux.go, platformApplyDefaults)."""
+        entries = self.node_port_addresses or (("primary",) if unset_means_primary else ())
+        primary = self.node_ip(family)
+        own: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        for entry in entries:
+            if entry == "primary":
+                if primary is not None and not ipaddress.ip_address(primary).is_loopback:
+                    own.append(ipaddress.ip_network(primary))
+            elif (":" in entry) == (family == "IPv6"):
+                own.append(ipaddress.ip_network(entry))
+        if not own or any(net.prefixlen == 0 for net in own):
             return None
         chosen: list[str] = []
-        for entry in self.node_port_addresses:
-            if entry == "primary":
-                primary = self.node_ip(family)
-                if primary:
-                    chosen.append(primary)
-                continue
-            net = ipaddress.ip_network(entry)
+        for net in own:
             chosen.extend(ip for ip in self.node_ips if ipaddress.ip_address(ip) in net)
             # Loopback NodePorts are IPv4's alone (kube-proxy's localhostNodePorts: route_localnet
             # has no IPv6 counterpart).
@@ -377,6 +400,8 @@ def _flag_value(name: str, value: Any, flag: str, warnings: list[str]) -> Any:
         return _one_per_family(_networks(value, flag, warnings))
     if name == "node_port_addresses":
         return _networks(value, flag, warnings, primary=True)
+    if name == "service_cidrs":
+        return one_service_cidr_per_family(_networks(value, flag, warnings))
     return value
 
 
@@ -402,6 +427,16 @@ def _one_per_family(cidrs: tuple[str, ...]) -> tuple[str, ...]:
             f"at most one cluster CIDR per IP family (kube-proxy's ClusterCIDR detector), got {', '.join(cidrs)}"
         )
     return cidrs
+
+
+def one_service_cidr_per_family(cidrs: tuple[str, ...]) -> tuple[str, ...]:
+    """Sorted (IPv4 first), deduplicated; at most one per family, as kube-apiserver's
+    --service-cluster-ip-range (one primary and one secondary range of the other family)."""
+    unique = sorted(set(cidrs), key=lambda c: (IPFamily.of(c).version, c))
+    families = [IPFamily.of(c) for c in unique]
+    if len(families) != len(set(families)):
+        raise ValueError(f"at most one service CIDR per IP family, got {', '.join(unique)}")
+    return tuple(unique)
 
 
 def _from_kube_proxy_config(file: ConfigFile, warnings: list[str]) -> dict[str, Any]:

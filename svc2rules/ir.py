@@ -193,9 +193,15 @@ class Plan:
     config: ProxyConfig
     service_ports: tuple[ServicePort, ...]
     services: tuple[ServiceRecord, ...]
+    # The service CIDRs (--service-cidr and the input's ServiceCIDR objects): sorted (IPv4
+    # first, by address), deduplicated, canonical. Empty: no ClusterIP guard.
+    service_cidrs: tuple[str, ...] = ()
 
     def for_family(self, family: IPFamily) -> tuple[ServicePort, ...]:
         return tuple(sp for sp in self.service_ports if sp.family == family)
+
+    def service_cidrs_of(self, family: IPFamily) -> tuple[str, ...]:
+        return tuple(c for c in self.service_cidrs if IPFamily.of(c) == family)
 
     def to_json(self) -> str:
         """Canonical JSON of the whole model (sorted keys, stable order)."""
@@ -204,9 +210,17 @@ class Plan:
     def to_dict(self) -> dict[str, Any]:
         return {
             "config": self.config.model_dump(mode="json"),
+            "serviceCIDRs": list(self.service_cidrs),
+            "notes": [] if self.service_cidrs else [NO_SERVICE_CIDR_NOTE],
             "servicePorts": [_service_port_dict(sp) for sp in self.service_ports],
             "services": [asdict(s) for s in self.services],
         }
+
+
+NO_SERVICE_CIDR_NOTE = (
+    "no service CIDR (--service-cidr, or a networking.k8s.io/v1 ServiceCIDR in the input): "
+    "no ClusterIP guard (undefined ports of a ClusterIP and unallocated service IPs are not refused)"
+)
 
 
 def _service_port_dict(sp: ServicePort) -> dict[str, Any]:

@@ -170,6 +170,25 @@ NodePortAddressesOpt = Annotated[
         "(repeatable or comma-separated; kube-proxy's flag). Default: every local address.",
     ),
 ]
+ServiceCIDROpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--service-cidr",
+        metavar="CIDR",
+        help="The cluster's service CIDR, one per family (repeatable or comma-separated; "
+        "kube-apiserver's --service-cluster-ip-range). With it (or ServiceCIDR objects in the input) "
+        "the nftables backend refuses undefined ports of a ClusterIP and drops unallocated service IPs.",
+    ),
+]
+TcpBeLiberalOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--conntrack-tcp-be-liberal/--no-conntrack-tcp-be-liberal",
+        help="Set net.netfilter.nf_conntrack_tcp_be_liberal=1 (conntrack.tcpBeLiberal). Default: on "
+        "for the nftables backend (kube-proxy's nftables mode relies on it), off otherwise.",
+        show_default=False,
+    ),
+]
 MasqAllOpt = Annotated[
     bool | None,
     typer.Option("--masquerade-all/--no-masquerade-all", help="SNAT all traffic sent to a service."),
@@ -277,9 +296,9 @@ def node_config(
         "node_name": node_name,
         "node_ips": tuple(node_ip or ()),
         "node_zone": node_zone,
-        "cluster_cidrs": _comma_list(cluster_cidr),
+        "cluster_cidrs": comma_list(cluster_cidr),
         "masquerade_all": masquerade_all,
-        "node_port_addresses": _comma_list(node_port_addresses),
+        "node_port_addresses": comma_list(node_port_addresses),
         **(extra or {}),
     }
     built = read_config(overrides, file)
@@ -294,7 +313,7 @@ def node_config(
     return built.config, (file.mode if file is not None else None)
 
 
-def _comma_list(items: list[str] | None) -> tuple[str, ...]:
+def comma_list(items: list[str] | None) -> tuple[str, ...]:
     """A repeatable flag that also takes comma-separated values, as kube-proxy's do."""
     return tuple(c for item in (items or ()) for c in item.split(",") if c.strip())
 

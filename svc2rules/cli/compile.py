@@ -20,6 +20,7 @@ from svc2rules.cli.common import (
     NodePortAddressesOpt,
     NodeZoneOpt,
     RecursiveOpt,
+    ServiceCIDROpt,
     StrictConfigOpt,
     app,
     choices,
@@ -68,6 +69,7 @@ def compile_command(
     cluster_cidr: ClusterCIDROpt = None,
     masquerade_all: MasqAllOpt = None,
     nodeport_addresses: NodePortAddressesOpt = None,
+    service_cidr: ServiceCIDROpt = None,
     config: ConfigOpt = None,
     strict_config: StrictConfigOpt = False,
     output: Annotated[
@@ -106,6 +108,7 @@ def compile_command(
                 cluster_cidr,
                 masquerade_all,
                 node_port_addresses=nodeport_addresses,
+                service_cidr=service_cidr,
                 strict_config=strict_config,
             ),
             RenderFlags(

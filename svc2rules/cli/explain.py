@@ -21,11 +21,14 @@ from svc2rules.cli.common import (
     MaxInputBytesOpt,
     NodeIPOpt,
     NodeNameOpt,
+    NodePortAddressesOpt,
     NodeZoneOpt,
     RecursiveOpt,
+    ServiceCIDROpt,
     app,
     choose_backend,
     cli_errors,
+    comma_list,
     node_config,
     warn,
 )
@@ -78,6 +81,8 @@ def explain_command(
     node_zone: NodeZoneOpt = None,
     cluster_cidr: ClusterCIDROpt = None,
     masquerade_all: MasqAllOpt = None,
+    nodeport_addresses: NodePortAddressesOpt = None,
+    service_cidr: ServiceCIDROpt = None,
     config: ConfigOpt = None,
     output: Annotated[
         str, typer.Option("-o", "--output", help="'text' (default) or 'json' (stable keys).")
@@ -131,6 +136,8 @@ def explain_command(
             node_zone=node_zone,
             cluster_cidr=cluster_cidr,
             masquerade_all=masquerade_all,
+            node_port_addresses=nodeport_addresses,
+            extra={"service_cidrs": comma_list(service_cidr)},
         )
         backend_name = choose_backend(backend, mode)
         sources = read_sources(

@@ -20,7 +20,15 @@ from svc2rules.backends import (
     check_chain_prefix,
     get_backend,
 )
-from svc2rules.cli.common import choices, choose_backend, completes, err, missing_node_facts, node_config
+from svc2rules.cli.common import (
+    choices,
+    choose_backend,
+    comma_list,
+    completes,
+    err,
+    missing_node_facts,
+    node_config,
+)
 from svc2rules.config import ProxyConfig
 from svc2rules.errors import UsageError, quote_value
 from svc2rules.family import FAMILIES
@@ -114,6 +122,8 @@ class NodeFlags:
     masquerade_all: bool | None = None
     node_port_addresses: list[str] | None = None
     strict_config: bool = False
+    service_cidr: list[str] | None = None
+    conntrack_tcp_be_liberal: bool | None = None
 
 
 class NodeFacts(Enum):
@@ -210,6 +220,10 @@ def build_options(
         cluster_cidr=node.cluster_cidr,
         masquerade_all=node.masquerade_all,
         node_port_addresses=node.node_port_addresses,
+        extra={
+            "service_cidrs": comma_list(node.service_cidr),
+            "conntrack_tcp_be_liberal": node.conntrack_tcp_be_liberal,
+        },
         strict=node.strict_config,
         warn_missing=False,
         notes=notes,

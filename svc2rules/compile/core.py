@@ -39,8 +39,10 @@ from svc2rules.load import Source
 from svc2rules.model.meta import KubeObject
 from svc2rules.model.registry import SUPPORTED, ValidatedObjects, validate_objects
 from svc2rules.model.service import Service
+from svc2rules.model.servicecidr import ServiceCIDR
 from svc2rules.resolve.endpoints import ServiceRef
 from svc2rules.resolve.plan import Resolution, ServiceObjects, ServiceResolution, merge, resolve_service
+from svc2rules.resolve.service_cidrs import service_cidrs
 
 
 @dataclass(slots=True)
@@ -83,12 +85,16 @@ class Compilation:
     summaries: list[Diagnostic] = field(default_factory=list)
     # Every valid object's model, in input order (kept when asked: `explain` reads the Pods).
     models: list[KubeObject] = field(default_factory=list)
+    # The plan's service CIDRs: the config's and the input's ServiceCIDR objects'.
+    service_cidrs: tuple[str, ...] = ()
 
     def plan(self) -> Plan:
         return self.resolve().plan
 
     def resolve(self) -> Resolution:
-        resolution = merge(self.config, (self.resolution(entry) for entry in self.services))
+        resolution = merge(
+            self.config, (self.resolution(entry) for entry in self.services), self.service_cidrs
+        )
         return Resolution(resolution.plan, list(self.warnings))
 
     def resolution(self, entry: ServiceEntry) -> ServiceResolution:
@@ -156,6 +162,9 @@ def compile_sources(
     read.models = {i: obj for i, obj, _ in validated.accepted if obj is not None}
     group_fingerprint = _GroupFingerprints(config, read) if fingerprinted else None
     compiled = Compilation(config, [], validated.warnings, read if fingerprinted else None, memo)
+    compiled.service_cidrs = service_cidrs(
+        config, (read.model(i) for i, _, (kind, _, _) in validated.accepted if kind == ServiceCIDR.KIND)
+    )
     if lenient:
         compiled.skipped = read.errors + validated.errors
     services = compiled.services

@@ -19,10 +19,20 @@ from svc2rules.model.meta import DEFAULT_NAMESPACE, KubeObject, ObjectMeta, obje
 from svc2rules.model.node import Node
 from svc2rules.model.pod import Pod
 from svc2rules.model.service import Service
+from svc2rules.model.servicecidr import ServiceCIDR, ServiceCIDRV1Beta1
 
 SUPPORTED: dict[tuple[str, str], type[KubeObject]] = {
     (model.API_VERSION, model.KIND): model
-    for model in (Service, Endpoints, EndpointSlice, EndpointSliceV1Beta1, Pod, Node)
+    for model in (
+        Service,
+        Endpoints,
+        EndpointSlice,
+        EndpointSliceV1Beta1,
+        Pod,
+        Node,
+        ServiceCIDR,
+        ServiceCIDRV1Beta1,
+    )
 }
 
 _TYPE_MESSAGES = {

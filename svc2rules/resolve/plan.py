@@ -37,6 +37,7 @@ from svc2rules.resolve.endpoints import (
     mirror_endpoints,
     normalize_slice,
 )
+from svc2rules.resolve.service_cidrs import service_cidrs
 
 
 @dataclass
@@ -75,7 +76,11 @@ class ServiceResolution:
 def resolve(objects: Sequence[tuple[str, KubeObject]], config: ProxyConfig) -> Resolution:
     """Resolve validated objects into the model kube-proxy would compute on this node."""
     groups = group_by_service(objects)
-    return merge(config, [resolve_service(groups[ref], config) for ref in sorted(groups)])
+    return merge(
+        config,
+        [resolve_service(groups[ref], config) for ref in sorted(groups)],
+        service_cidrs(config, (obj for _, obj in objects)),
+    )
 
 
 def service_ref_of(obj: KubeObject) -> ServiceRef | None:
@@ -119,8 +124,11 @@ def group_by_service(objects: Iterable[tuple[str, KubeObject]]) -> dict[ServiceR
     return groups
 
 
-def merge(config: ProxyConfig, resolutions: Iterable[ServiceResolution]) -> Resolution:
-    """The plan of Services resolved one by one, given in (namespace, name) order."""
+def merge(
+    config: ProxyConfig, resolutions: Iterable[ServiceResolution], cidrs: tuple[str, ...] | None = None
+) -> Resolution:
+    """The plan of Services resolved one by one, given in (namespace, name) order; `cidrs`:
+    the plan's service CIDRs (resolve.service_cidrs; None: the config's alone)."""
     ports: list[ServicePort] = []
     records: list[ServiceRecord] = []
     warnings: list[Diagnostic] = []
@@ -128,7 +136,9 @@ def merge(config: ProxyConfig, resolutions: Iterable[ServiceResolution]) -> Reso
         ports.extend(resolution.service_ports)
         records.append(resolution.record)
         warnings.extend(resolution.warnings)
-    return Resolution(Plan(config, tuple(ports), tuple(records)), warnings)
+    if cidrs is None:
+        cidrs = service_cidrs(config, ())
+    return Resolution(Plan(config, tuple(ports), tuple(records), cidrs), warnings)
 
 
 def resolve_service(group: ServiceObjects, config: ProxyConfig) -> ServiceResolution:
