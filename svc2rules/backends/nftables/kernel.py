@@ -8,9 +8,7 @@ aborts it, and a listing taken meanwhile could show a mix of its elements and th
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 
 from svc2rules.backends.nftables.model import MARKER_PREFIX, MARKER_SET, Desired, NftablesChange
 from svc2rules.backends.nftables.render import FAMILY
@@ -59,13 +57,11 @@ def foreign_table(runner: Runner, family: IPFamily, table: str) -> str | None:
 
 
 def run_script(runner: Runner, payload: str, *, check: bool) -> Result:
-    with tempfile.NamedTemporaryFile("w", prefix="svc2rules-", suffix=".nft", delete=False) as fh:
-        fh.write(payload)
-        path = fh.name
-    try:
-        return runner.run(commands.load(path, check=check), loader=not check, holds_lock=True)
-    finally:
-        os.unlink(path)
+    """The payload goes through the runner's unnamed input file: nft reads it whole, and a
+    killed `apply` leaves no script behind."""
+    return runner.run(
+        commands.load(commands.STDIN, check=check), stdin=payload, loader=not check, holds_lock=True
+    )
 
 
 def live_listing(runner: Runner, family: IPFamily, table: str) -> str:
@@ -77,13 +73,7 @@ def live_listing(runner: Runner, family: IPFamily, table: str) -> str:
 def scratch_listing(runner: Runner, desired: Desired) -> str:
     """The desired table as the kernel would list it, loaded into a private network namespace
     that disappears with the command."""
-    with tempfile.NamedTemporaryFile("w", prefix="svc2rules-diff-", suffix=".nft", delete=False) as fh:
-        fh.write(desired.text())
-        path = fh.name
-    try:
-        result = runner.run(commands.load_and_list_in_scratch(FAMILY, desired.table_name, path))
-    finally:
-        os.unlink(path)
+    result = runner.run(commands.load_and_list_in_scratch(FAMILY, desired.table_name), stdin=desired.text())
     if not result.ok:
         raise ApplyError(
             f"cannot load the compiled rules in a scratch namespace: {first_line(result.stderr)}"

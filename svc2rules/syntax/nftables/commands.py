@@ -17,6 +17,10 @@ NFT = "nft"
 _ERROR_LINE = re.compile(r":(\d+):\d+(?:-\d+)?: Error: (.*)")
 
 
+# `nft -f -`: the script is read whole from standard input (the runner gives it a file).
+STDIN = "-"
+
+
 def load(path: str, *, check: bool = False) -> list[str]:
     """`nft -f FILE` (with `check`: `nft -c -f FILE`, which runs the batch and aborts it)."""
     return [NFT, "-c", "-f", path] if check else [NFT, "-f", path]
@@ -35,12 +39,12 @@ def list_tables(family: IPFamily) -> list[str]:
     return [NFT, "list", "tables", spelling(family).table_family]
 
 
-def load_and_list_in_scratch(family: IPFamily, table: str, path: str) -> list[str]:
-    """Load a script into a private network namespace, then list the table it made: the
-    kernel's own spelling of a table that is not loaded. (Two nft runs: a `list` inside the
-    script would run before the script's batch is committed, and list no rules.)"""
-    script = f'{NFT} -f "$1" && {NFT} list table {spelling(family).table_family} {table}'
-    return ["unshare", "--net", "--", "sh", "-c", script, "sh", path]
+def load_and_list_in_scratch(family: IPFamily, table: str) -> list[str]:
+    """Load the script on stdin into a private network namespace, then list the table it
+    made: the kernel's own spelling of a table that is not loaded. (Two nft runs: a `list`
+    inside the script would run before the script's batch is committed, and list no rules.)"""
+    script = f"{NFT} -f {STDIN} && {NFT} list table {spelling(family).table_family} {table}"
+    return ["unshare", "--net", "--", "sh", "-c", script]
 
 
 def error_location(output: str) -> tuple[int, str] | None:
