@@ -347,11 +347,13 @@ class TableWriter:
     ) -> None:
         name = str(sp.key)
         if sp.affinity_timeout:
+            # Commented "ns/svc:port -> ip:port" like the load-balancing rules below, as kube-proxy
+            # writes both (pkg/proxy/iptables/proxier.go writeServiceToEndpointRules).
             for ep in endpoints:
                 ep_chain = ep_chains[ep.address]
                 self.nat.add(
                     chain,
-                    self.ec(name),
+                    self.ec(f"{name} -> {ep.address}"),
                     f"-m recent --name {ep_chain} --rcheck --seconds {sp.affinity_timeout} --reap",
                     f"-j {ep_chain}",
                 )
