@@ -17,12 +17,12 @@ from typing import cast
 
 import pytest
 
+from svc2rules.backends.userspace.addressing import Addressing
+from svc2rules.backends.userspace.layout import Layout, build_layout
+from svc2rules.backends.userspace.ports import PortRange
 from svc2rules.config import ProxyConfig
 from svc2rules.family import IPFamily
 from svc2rules.ir import Endpoint, Plan, Protocol, ServicePort, ServicePortKey
-from svc2rules.userspace.addressing import Addressing
-from svc2rules.userspace.layout import Layout, build_layout
-from svc2rules.userspace.ports import PortRange
 from svc2rules.userspace.server import Proxy, ProxySettings
 from svc2rules.userspace.tcp import dial
 from tests.userspace.netns import NetnsLoop, root_only
