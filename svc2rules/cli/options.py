@@ -230,6 +230,11 @@ def build_options(
     )
     _check_names(render, foreign, notes)
     name = choose_backend(backend, mode)
+    if name == "ipvs" and facts is not NodeFacts.UNUSED:
+        # As kube-proxy says when it starts in ipvs mode (not when it only cleans up).
+        from svc2rules.backends.ipvs.support import DEPRECATION
+
+        notes.append(f"warning: {DEPRECATION}")
     flags = render.backend_flags()
     _check_backend_flags(flags)
     options: RenderOptions[Any] = RenderOptions(

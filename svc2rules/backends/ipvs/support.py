@@ -16,6 +16,11 @@ from svc2rules.syntax import ipset
 
 AUTO = "auto"
 
+# What kube-proxy logs (and records as an IPVSDeprecation event) when it starts in ipvs mode:
+# cmd/kube-proxy/app/server_linux.go createProxier, since v1.35 (KEP-5495). The mode is behind
+# the KubeProxyIPVS feature gate since v1.37, planned off by default in v1.40 and removed after.
+DEPRECATION = "The ipvs proxier is now deprecated and may be removed in a future release. Please use 'nftables' instead."
+
 
 def ipvs_unavailable() -> str | None:
     """Why this host cannot run the ipvs backend, or None when it can."""
