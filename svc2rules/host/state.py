@@ -316,14 +316,15 @@ def _read(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     except OSError as exc:
         return None, f"cannot read state file {path}: {exc.strerror or exc}"
     body, digest = raw[:-_CHECKSUM_TAIL] + b"}", raw[-_CHECKSUM_TAIL:]
-    if not (digest.startswith(_CHECKSUM_HEAD.encode()) and digest.endswith(b'"}')):
-        return None, f"state file {path} has no checksum (torn, or written by another svc2rules version)"
-    if hashlib.sha256(body).hexdigest().encode() != digest[len(_CHECKSUM_HEAD) : -2]:
-        return None, f"state file {path} fails its checksum (edited or damaged)"
+    signed = digest.startswith(_CHECKSUM_HEAD.encode()) and digest.endswith(b'"}')
     try:
         data = json.loads(raw)
     except ValueError:
-        return None, f"state file {path} is not JSON"
+        return None, f"state file {path} is not JSON (torn or damaged)"
+    if not signed or hashlib.sha256(body).hexdigest().encode() != digest[len(_CHECKSUM_HEAD) : -2]:
+        if isinstance(data, dict) and "checksum" in data:
+            return None, f"state file {path} fails its checksum (edited or damaged)"
+        return None, f"state file {path} has no checksum (written by another svc2rules version?)"
     if not isinstance(data, dict) or data.get("format") not in (FORMAT, BULK_FORMAT):
         return None, f"state file {path} is not in this svc2rules version's format"
     if data["format"] == BULK_FORMAT and not isinstance(data.get(BULK_REF), dict):

@@ -44,3 +44,40 @@ def test_state_pending_commit_and_drop(tmp_path: Path) -> None:
     assert store.load() is None  # unreadable state: unknown, so the kernel is read back
     store.remove()
     assert not list(tmp_path.glob("iptables*"))
+
+
+def test_a_state_that_fails_a_check_is_unknown_and_says_why(tmp_path: Path) -> None:
+    from svc2rules.backends.iptables.model import IptablesState
+
+    store = StateStore(tmp_path, "iptables", schema=IptablesState)
+    store.write_pending({"generation": "1-a", "jumps": {"nat": [["PREROUTING", "-j SVC2R-SERVICES"]]}})
+    store.commit_pending()
+    assert store.load() is not None and store.problem is None
+    text = store.path.read_text()
+    store.path.write_text(text.replace("PREROUTING", "POSTROUTING"))
+    assert store.load() is None and store.problem is not None and "fails its checksum" in store.problem
+    store.path.write_text(text[: text.index(',"checksum"')] + "}")
+    assert store.load() is None and store.problem is not None and "has no checksum" in store.problem
+    store.write_pending({"generation": "1-a", "jumps": "nope"})
+    store.commit_pending()
+    assert store.load() is None and store.problem is not None and "jumps: a string" in store.problem
+
+
+def test_a_state_naming_earlier_bulk_records_is_unknown(tmp_path: Path) -> None:
+    store = StateStore(tmp_path, "nftables", ("elements",))
+    elements = {f"k{i}": "v" * 100 for i in range(100)}
+    store.write_pending({"generation": "1-a", "elements": elements})
+    store.commit_pending()
+    earlier = store.load()
+    assert earlier is not None and store.complete(earlier) is not None
+    store.write_pending({"generation": "2-b", "elements": {**elements, "k0": "changed"}})
+    store.commit_pending()
+    later = store.load()
+    assert later is not None and len(later["bulk"]["records"]) == 2
+    assert (store.complete(later) or {}).get("elements", {}).get("k0") == "changed"
+    pointed_back = {**later, "bulk": earlier["bulk"]}
+    store.write_pending(pointed_back)
+    store.commit_pending()
+    state = store.load()
+    assert state is not None and store.complete(state) is None
+    assert store.problem is not None and "names bulk records of generation 1-a" in store.problem
