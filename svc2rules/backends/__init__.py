@@ -99,6 +99,10 @@ class DataplaneFacts:
     localhost_nodeports: bool = False
     # How ClientIP affinity is remembered, for explain's note (None: not said).
     affinity_scope: str | None = None
+    # kube-proxy's nftables mode: an unset nodePortAddresses means `primary`, the no-endpoint
+    # verdicts of NodePorts match the addresses the dispatch matches, and with service CIDRs the
+    # ClusterIP guard refuses undefined ports and unallocated service IPs (cluster-ips-check).
+    nftables_semantics: bool = False
 
 
 def check_chain_prefix(prefix: str) -> str:

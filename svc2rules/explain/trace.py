@@ -97,10 +97,13 @@ def explain(plan: Plan, query: Query, backend: str = "iptables") -> Explanation:
     if ip_matches:
         sp, fe = ip_matches[0]
         return _refuse(t, sp, fe)
-    if _is_local_destination(t):
+    if _nodeport_refusal_applies(t):
         for sp in ports:
             if _is_nodeport(sp, query) and not sp.has_external_endpoints:
                 return _refuse(t, sp, Frontend(FrontendKind.NODE_PORT, query.dst, query.port, query.protocol))
+    guarded = cluster_ip_guard(t)
+    if guarded is not None:
+        return guarded
     return _no_match(t)
 
 
@@ -168,7 +171,7 @@ def _localhost_nodeports(t: _Trace) -> bool:
 def _nodeport_dispatch(t: _Trace) -> bool:
     """Is the destination one the NodePort rule of the nat table accepts?"""
     dst = ipaddress.ip_address(t.query.dst)
-    allowed = t.config.node_port_ips(t.family.value)
+    allowed = t.config.node_port_ips(t.family.value, unset_means_primary=t.facts.nftables_semantics)
     if allowed is not None:  # nodePortAddresses
         if dst.is_loopback:
             return t.query.dst in allowed and _localhost_nodeports(t)
@@ -176,6 +179,15 @@ def _nodeport_dispatch(t: _Trace) -> bool:
     if dst.is_loopback:
         return _localhost_nodeports(t)
     return t.query.dst in t.config.node_ips
+
+
+def _nodeport_refusal_applies(t: _Trace) -> bool:
+    """Does the no-endpoint verdict of a NodePort apply to this destination? kube-proxy's
+    iptables mode refuses on every local address (KUBE-EXTERNAL-SERVICES, `--dst-type LOCAL`);
+    its nftables mode on the addresses its NodePort dispatch accepts (nodeport-endpoints-check)."""
+    if t.facts.nftables_semantics:
+        return _nodeport_dispatch(t)
+    return _is_local_destination(t)
 
 
 def _is_local_destination(t: _Trace) -> bool:
@@ -393,6 +405,36 @@ def _refuse(t: _Trace, sp: ServicePort, fe: Frontend) -> Explanation:
     if not sp.has_endpoints:
         return t.done(Verdict.REJECT, f"{sp.key} has no endpoints", match)
     return t.done(Verdict.DROP, f"{sp.key} has no local endpoints (externalTrafficPolicy Local)", match)
+
+
+def cluster_ip_guard(t: _Trace) -> Explanation | None:
+    """kube-proxy's nftables cluster-ips-check (pkg/proxy/nftables/proxier.go): what no service
+    port took, sent to a ClusterIP (a port its Service does not define) is rejected, sent to
+    another address of a service CIDR (no Service holds it) dropped. None: the guard lets it be
+    (another backend, no service CIDR of the family, or an address outside them)."""
+    cidrs = t.plan.service_cidrs_of(t.family)
+    if not t.facts.nftables_semantics or not cidrs:
+        return None
+    q = t.query
+    where = f"{q.dst}:{q.port}/{q.protocol.value}"
+    holders = sorted({str(sp.key) for sp in t.plan.for_family(t.family) if sp.cluster_ip == q.dst})
+    if holders:
+        t.step(
+            "guard",
+            f"{q.dst} is the ClusterIP of {', '.join(holders)}, which has no port {q.port}/{q.protocol.value}",
+        )
+        return t.done(
+            Verdict.REJECT, f"no Service port has {where}: an undefined port of a ClusterIP is rejected"
+        )
+    dst = ipaddress.ip_address(q.dst)
+    inside = next((c for c in cidrs if dst in ipaddress.ip_network(c)), None)
+    if inside is None:
+        return None
+    t.step("guard", f"{q.dst} is in the service CIDR {inside}, but no proxied Service holds it")
+    for svc in t.plan.services:
+        if svc.skipped and q.dst in svc.cluster_ips:
+            t.notes.append(f"{svc.namespace}/{svc.name} has this ClusterIP but is not proxied: {svc.skipped}")
+    return t.done(Verdict.DROP, f"{q.dst} is an unallocated address of the service CIDR {inside}: dropped")
 
 
 def _no_match(t: _Trace) -> Explanation:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import subprocess
 from pathlib import Path
 
 from svc2rules.errors import ApplyError
 
 CAP_NET_ADMIN = 12
 PROC_SYS = Path("/proc/sys")
+# conntrack.tcpBeLiberal (kube-proxy: SetTCPBeLiberal in cmd/kube-proxy/app/conntrack.go): track
+# out-of-window TCP packets instead of marking them INVALID. Not per family.
+TCP_BE_LIBERAL_SYSCTL = "net.netfilter.nf_conntrack_tcp_be_liberal"
+CONNTRACK_SYSCTLS = "net.netfilter.nf_conntrack_"
 
 
 def require_net_admin() -> None:
@@ -49,6 +54,8 @@ def ensure_sysctls(wanted: dict[str, str], *, allowed: bool) -> dict[str, str | 
     check_sysctls(wanted, allowed=allowed)
     previous: dict[str, str | None] = {}
     for name, value in sorted(wanted.items()):
+        if name.startswith(CONNTRACK_SYSCTLS) and not _path(name).exists():
+            _load_conntrack()
         before = read_sysctl(name)
         if before == value:
             continue
@@ -59,6 +66,14 @@ def ensure_sysctls(wanted: dict[str, str], *, allowed: bool) -> dict[str, str | 
             raise ApplyError(f"cannot set {name}={value}: {exc.strerror or exc}") from exc
         previous[name] = before
     return previous
+
+
+def _load_conntrack() -> None:
+    """conntrack's sysctls exist once nf_conntrack is loaded, which the rules' `ct` matches do
+    only when they are loaded; kube-proxy sets them before its first sync (best effort: if
+    the module cannot be loaded, the write below says why it failed)."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run(["modprobe", "nf_conntrack"], capture_output=True, timeout=10, check=False)
 
 
 def restore_sysctls(previous: dict[str, str | None]) -> None:

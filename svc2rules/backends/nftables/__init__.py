@@ -14,6 +14,7 @@ BACKEND: Backend[NftablesOptions] = Backend(
     applier=NftablesApplier,
     facts=DataplaneFacts(
         kube_proxy_semantics=True,
+        nftables_semantics=True,
         affinity_scope="per frontend (a client's ClusterIP and NodePort choices are independent)",
     ),
 )

@@ -38,6 +38,7 @@ from svc2rules.backends.nftables.render import (
 from svc2rules.compile import Compilation
 from svc2rules.host.conntrack import UdpFacts, udp_facts
 from svc2rules.host.runner import Runner
+from svc2rules.host.system import TCP_BE_LIBERAL_SYSCTL
 from svc2rules.ir import Plan
 from svc2rules.resolve.plan import ServiceResolution
 from svc2rules.syntax.nftables import Writer, commands
@@ -71,7 +72,9 @@ class NftablesApplier(IncrementalApplier[Desired, NftablesState, NftablesChange]
         if journal is not None and fingerprints is not None:
             by_service = {
                 "groups": fingerprints,
-                "ctx": services.service_context(plan.config, options, element_comments(ports, options)),
+                "ctx": services.service_context(
+                    plan.config, options, element_comments(ports, options), plan.service_cidrs
+                ),
                 "totals": {"endpoints": services.endpoint_total(plan.service_ports)},
                 **journal.state(),
             }
@@ -88,7 +91,12 @@ class NftablesApplier(IncrementalApplier[Desired, NftablesState, NftablesChange]
 
     def sysctls(self, plan: Plan) -> dict[str, str]:
         # This layout never matches loopback NodePorts, so route_localnet is not needed.
-        return {FAMILY.forwarding_sysctl: "1"}
+        wanted = {FAMILY.forwarding_sysctl: "1"}
+        # kube-proxy's nftables mode has no `ct state invalid drop`: out-of-window packets are
+        # let through by conntrack instead (conntrack.tcpBeLiberal, on unless turned off).
+        if plan.config.conntrack_tcp_be_liberal is not False:
+            wanted[TCP_BE_LIBERAL_SYSCTL] = "1"
+        return wanted
 
     def udp_facts(self, desired: Desired) -> UdpFacts:
         return desired.udp
@@ -155,17 +163,18 @@ class NftablesApplier(IncrementalApplier[Desired, NftablesState, NftablesChange]
         endpoints -= sum(services.endpoint_total(r.service_ports) for r in before.values())
         endpoints += sum(services.endpoint_total(r.service_ports) for r in after.values())
         comments_on = options.comments.per_endpoint(endpoints)
-        ctx = services.service_context(config, options, comments_on)
+        cidrs = compiled.service_cidrs
+        ctx = services.service_context(config, options, comments_on, cidrs)
         if ctx != old.get("ctx"):
             return None
 
-        empty = services.Contribution.of(config, (), options, comments_on, None)
+        empty = services.Contribution.of(config, (), options, comments_on, None, cidrs)
         old_parts = [
-            services.Contribution.of(config, r.service_ports, options, comments_on, empty)
+            services.Contribution.of(config, r.service_ports, options, comments_on, empty, cidrs)
             for r in before.values()
         ]
         new_parts = [
-            services.Contribution.of(config, r.service_ports, options, comments_on, empty)
+            services.Contribution.of(config, r.service_ports, options, comments_on, empty, cidrs)
             for r in after.values()
         ]
         moved = services.move(elements, shared, facts, old_parts, new_parts)
@@ -183,7 +192,7 @@ class NftablesApplier(IncrementalApplier[Desired, NftablesState, NftablesChange]
             "conflicts": False,
         }
         desired = Desired(
-            Plan(config, ports, ()),
+            Plan(config, ports, (), cidrs),
             self.table_name,
             self.layout,
             None,

@@ -35,6 +35,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from svc2rules.backends.nftables.guard import ClusterIPGuard, nodeport_destination
 from svc2rules.backends.nftables.objects import Collection
 from svc2rules.family import IPFamily
 from svc2rules.ir import Endpoint, Plan, ServicePort
@@ -154,8 +155,9 @@ class GroupedLayout:
         self.masquerade_all = config.masquerade_all
         self.mark = config.masquerade_mark
         self.node_ip = config.node_ip(family)
-        self.node_port_ips = config.node_port_ips(family)
-        self.tcp_be_liberal = config.conntrack_tcp_be_liberal
+        # kube-proxy's nftables mode reads an unset nodePortAddresses as `primary`.
+        self.node_port_ips = config.node_port_ips(family, unset_means_primary=True)
+        self.guard = ClusterIPGuard(plan, nft)
         self.affinity = any(sp.affinity_timeout for sp in ports)
         self.warnings: list[str] = []
 
@@ -256,6 +258,7 @@ class GroupedLayout:
             self.service_nodeports,
             *(s.selector for s in self.spaces.values()),
             self.hairpin,
+            *self.guard.collections(),
             self.nodeport_ips,
             self.affinity_map,
             self.affinity_services,
@@ -277,6 +280,8 @@ class GroupedLayout:
         no_endpoints = "drop" if sp.has_endpoints else "goto reject-chain"
         comment = self._comment(sp)
 
+        # One element per Service (its ports share the ClusterIP and the comment).
+        self.guard.add(sp.cluster_ip, f"{sp.key.namespace}/{sp.key.name}" if comment else "")
         key = f"{sp.cluster_ip} . {proto} . {sp.port}"
         if sp.has_internal_endpoints:
             if self._claim(self.service_ips, key, "jump cluster-ip", sp):
@@ -396,6 +401,7 @@ class GroupedLayout:
         for space in self.spaces.values():
             out += space.collections()
         out.append(self.hairpin)
+        out += self.guard.collections()
         if self.node_port_ips:
             out.append(self.nodeport_ips)
         if self.affinity:
@@ -435,16 +441,13 @@ class GroupedLayout:
         services = t.chain(Chain("services", "first packet of a connection: one lookup per kind of frontend"))
         # `jump` (not goto) so that, as in iptables' KUBE-SERVICES, a frontend that does not DNAT falls
         # through to the NodePort rule.
-        nft = self.nft
         services.add(f"{self.frontend_expr} vmap @service-ips")
-        if self.node_port_ips is None:
+        if (nodeports := self._nodeport_destination()) is not None:
             services.add(
-                f"fib daddr type local {nft.daddr} != {nft.loopback_cidr} {NODEPORT_EXPR} vmap @service-nodeports",
-                rc("NodePorts on every local address except loopback"),
-            )
-        elif len(self.nodeport_ips):
-            services.add(
-                f"{nft.daddr} @nodeport-ips {NODEPORT_EXPR} vmap @service-nodeports", rc("nodePortAddresses")
+                f"{nodeports} {NODEPORT_EXPR} vmap @service-nodeports",
+                rc("NodePorts on every local address except loopback")
+                if self.node_port_ips is None
+                else rc("nodePortAddresses"),
             )
 
         chain = t.chain(Chain("mark-for-masquerade"))
@@ -541,26 +544,34 @@ class GroupedLayout:
     def _filter_chains(self) -> None:
         """filter: REJECT / DROP / firewall, hooked like kube-proxy's iptables jumps."""
         t = self.table
-        rc = self._rule_comment
         chain = t.chain(self._hooked("filter-input", FILTER_INPUT, "verdicts for traffic to this node"))
         chain.add("ct state new jump lb-firewall")
         chain.add("ct state new jump external-services")
         chain = t.chain(self._hooked("filter-forward", FILTER_FORWARD, "verdicts for forwarded traffic"))
         chain.add("ct state new jump lb-firewall")
-        if not self.tcp_be_liberal:
-            chain.add("ct state invalid drop", rc("out-of-window packets would otherwise be reset"))
+        # No `ct state invalid drop`: kube-proxy's nftables mode has none (it relies on
+        # nf_conntrack_tcp_be_liberal, which apply sets), so forwarded traffic is not judged.
         chain.add("ct state new jump cluster-services")
         chain.add("ct state new jump external-services")
+        self.guard.hook(chain)
         chain = t.chain(self._hooked("filter-output", FILTER_OUTPUT, "verdicts for node-originated traffic"))
         chain.add("ct state new jump lb-firewall")
         chain.add("ct state new jump cluster-services")
+        self.guard.hook(chain)
 
         chain = t.chain(Chain("cluster-services"))
         chain.add(f"{self.frontend_expr} vmap @no-endpoint-cluster-ips")
         chain = t.chain(Chain("external-services"))
         chain.add(f"{self.frontend_expr} vmap @no-endpoint-external-ips")
-        chain.add(f"fib daddr type local {NODEPORT_EXPR} vmap @no-endpoint-nodeports")
+        # The NodePorts the dispatch serves, and no others (loopback and addresses outside
+        # nodePortAddresses are the node's own business).
+        if (nodeports := self._nodeport_destination()) is not None:
+            chain.add(f"{nodeports} {NODEPORT_EXPR} vmap @no-endpoint-nodeports")
         chain = t.chain(Chain("lb-firewall", "load-balancer traffic not accepted by its source ranges"))
         chain.add(f"{self.frontend_expr} @firewall-ips drop")
         chain = t.chain(Chain("reject-chain"))
         chain.add("reject")
+        self.guard.chains(t, self.rule_comments)
+
+    def _nodeport_destination(self) -> str | None:
+        return nodeport_destination(self.nft, self.node_port_ips, len(self.nodeport_ips) > 0)

@@ -38,13 +38,18 @@ def endpoint_total(ports: tuple[ServicePort, ...]) -> int:
 
 
 def service_context(
-    config: ProxyConfig, options: RenderOptions[NftablesOptions], element_comments_on: bool
+    config: ProxyConfig,
+    options: RenderOptions[NftablesOptions],
+    element_comments_on: bool,
+    service_cidrs: tuple[str, ...] = (),
 ) -> str:
     """Everything every Service's elements depend on besides its own objects: a Service's part
-    of the state is reused only while this is unchanged."""
+    of the state is reused only while this is unchanged (the service CIDRs decide whether the
+    ClusterIP guard, and so the cluster-ips set, exists)."""
     parts = (
         code_identity(),
         config.model_dump_json(),
+        service_cidrs,
         options.table,
         options.comments,
         options.jumps,
@@ -72,9 +77,11 @@ class Contribution:
         options: RenderOptions[NftablesOptions],
         comments_on: bool,
         empty: Contribution | None,
+        service_cidrs: tuple[str, ...] = (),
     ) -> Contribution:
         mine = ours(ports)
-        table, _, _ = build_table(Plan(config, mine, ()), options, element_comments_on=comments_on)
+        plan = Plan(config, mine, (), service_cidrs)
+        table, _, _ = build_table(plan, options, element_comments_on=comments_on)
         fixed = empty.elements if empty is not None else {}
         elements: Elements = {}
         chains: set[str] = set()
