@@ -6,10 +6,12 @@ line per object; every other field and kind stays strict."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from svc2rules.addresses import legacy_cidr, legacy_ip
@@ -240,16 +242,24 @@ def test_the_plan_is_that_of_the_canonical_values() -> None:
 
 
 def test_objects_the_memo_vouches_for_are_read_canonically_too() -> None:
-    """A memo-assisted compile builds the models of objects it knows valid without validating
-    them; they must carry the canonical values as well (resolve reads only those)."""
-    first = compile_sources([Source("in.yaml", _legacy_cluster().encode())], CONFIG, fingerprint=True)
-    memo = MemoryMemo.of(first)
+    """A memo-assisted compile of a JSON List builds the models of the items it knows valid
+    without validating them; they carry the canonical values as well (resolve reads only
+    those), and their warning is not repeated (the memo's word replaces the validation)."""
+    items = list(yaml.safe_load_all(_legacy_cluster()))
+
+    def as_list(objects: list[dict[str, Any]]) -> Source:
+        return Source("in.json", json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}).encode())
+
+    first = compile_sources([as_list(items)], CONFIG, fingerprint=True)
+    assert len([w for w in first.warnings if "leading zeros" in w.message]) == 2
     # Another endpoint: the Service (unchanged, trusted) is resolved again from the memo's word.
-    changed = _legacy_cluster().replace("10.180.1.42", "10.180.1.43")
-    again = compile_sources([Source("in.yaml", changed.encode())], CONFIG, memo)
-    full = compile_sources([Source("in.yaml", changed.encode())], CONFIG)
+    items[1]["endpoints"][1]["addresses"] = ["10.180.1.43"]
+    again = compile_sources([as_list(items)], CONFIG, MemoryMemo.of(first))
+    assert again.objects is not None and 0 in again.objects.trusted  # the Service: not validated
+    full = compile_sources([as_list(items)], CONFIG)
     assert again.plan() == full.plan()
     assert again.plan().service_ports[0].cluster_ip == "172.30.0.41"
+    assert [w.obj for w in again.warnings if "leading zeros" in w.message] == ["ns1/svc1-abcde"]
 
 
 def test_cli_warns_once_per_object_and_exits_0() -> None:
