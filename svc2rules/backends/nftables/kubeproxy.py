@@ -122,9 +122,9 @@ class KubeProxyLayout:
         # kube-proxy's nftables mode reads an unset nodePortAddresses as `primary`
         # (cmd/kube-proxy/app/server_linux.go, platformApplyDefaults).
         self.node_port_ips = config.node_port_ips(family, unset_means_primary=True)
-        self.service_cidrs = tuple(
-            c for c in _service_cidrs(plan) if ipaddress.ip_network(c).version == family.version
-        )
+        # The ClusterIP guard drops unallocated addresses of these (none: no drop rule, as kube-proxy
+        # without ServiceCIDRs; proxier.go OnServiceCIDRsChanged keeps its own family's).
+        self.service_cidrs = plan.service_cidrs_of(family)
         self.warnings: list[str] = []
         self.chains: list[Chain] = []
         self.affinity_sets: list[Set] = []
@@ -427,10 +427,3 @@ class KubeProxyLayout:
         masquerading.add(f"mark set mark xor {self.mark}")
         masquerading.add("masquerade fully-random")
         yield masquerading
-
-
-def _service_cidrs(plan: Plan) -> tuple[str, ...]:
-    """The service CIDRs the ClusterIP guard drops unallocated addresses of (none: no drop rule,
-    as kube-proxy without ServiceCIDRs)."""
-    cidrs: tuple[str, ...] = getattr(plan, "service_cidrs", ())
-    return cidrs

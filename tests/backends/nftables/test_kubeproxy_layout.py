@@ -101,13 +101,12 @@ def _compile_kube_proxy_layout(
     **_: Any,
 ) -> str:
     assert backend == "nftables"
-    facts: dict[str, Any] = {"service_cidrs": service_cidrs} if service_cidrs else {}
     config = ProxyConfig(
         node_name="node1",
         node_ips=(NODE_IP,),
         cluster_cidrs=(CLUSTER_CIDR,),
         masquerade_all=masquerade_all,
-        **facts,
+        service_cidrs=service_cidrs,
     )
     plan = build_plan([Source("lab.yaml", manifest.encode())], config).plan
     return render(plan, "nftables", render_options("nftables", KUBE_PROXY)).text
@@ -197,8 +196,6 @@ def test_cluster_ip_guard_rejects_undefined_ports(lab: Lab) -> None:
 def test_cluster_ip_guard_drops_unallocated_service_ips(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
     """TestClusterIPGeneral: "packet to unallocated cluster ip" is DROP once the service CIDR is
     known; an allocated ClusterIP is still served."""
-    if "service_cidrs" not in ProxyConfig.model_fields:
-        pytest.skip("no service CIDR in the node facts yet (--service-cidr / ServiceCIDR objects)")
 
     def with_service_cidr(backend: str, manifest: str, **kwargs: Any) -> str:
         return _compile_kube_proxy_layout(backend, manifest, service_cidrs=(CLUSTER_IP_RANGE,), **kwargs)
