@@ -5,6 +5,8 @@ For each size and backend, in a fresh network namespace with its own state direc
 * initial   - `apply` of S Services x E endpoints onto an empty host (whole command, and the
               kernel write alone);
 * no-op     - the same input again (must write nothing);
+* full check - the same input with `--sync-period 0`: the periodic full check (drift repair,
+              once per sync period, default 1h) reads our objects back and reloads them;
 * one-svc   - one Service's endpoint changed, then changed back, `--repeat` times (the whole
               command, reading the S-Service input included, and the kernel write alone: the
               loader process's wall time). The median run is reported; the range goes to --json.
@@ -49,7 +51,7 @@ def one_service_changed(text: str) -> str:
     return text.replace(f'"{first}"', '"10.255.255.254"', 1)
 
 
-def run_apply(netns: str, backend: str, manifest: Path, state: Path) -> dict[str, Any]:
+def run_apply(netns: str, backend: str, manifest: Path, state: Path, *extra: str) -> dict[str, Any]:
     argv = [
         "ip",
         "netns",
@@ -65,6 +67,7 @@ def run_apply(netns: str, backend: str, manifest: Path, state: Path) -> dict[str
         str(manifest),
         "--timings",
         *NODE,
+        *extra,
     ]
     with tempfile.TemporaryFile() as err:
         started = time.perf_counter()
@@ -118,6 +121,7 @@ def bench(services: int, endpoints: int, backend: str, folder: Path, repeat: int
     try:
         initial = apply(base)
         noop = apply(base)
+        full_check = run_apply(netns, backend, manifest, state, "--sync-period", "0")
         for _ in range(repeat):
             changes.append(apply(changed))
             changes.append(apply(base))
@@ -130,6 +134,7 @@ def bench(services: int, endpoints: int, backend: str, folder: Path, repeat: int
         "endpoints": endpoints,
         "initial": initial,
         "noop": noop,
+        "full_check": full_check,
         "one_service": _median_run(changes),
         "one_service_runs": changes,
         "state_mib": round(state_size / 2**20, 1),
@@ -154,18 +159,20 @@ def main() -> int:
         return 2
     print(
         "| backend | S x E | initial: command (cpu) / kernel write | no-op: command (cpu) "
+        "| full check: command (cpu) / read back / kernel write "
         "| one Service: command (cpu) / kernel write | state + cache | load avg |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="svc2rules-apply-bench-") as tmp:
         for services in args.services:
             for backend in args.backend:
                 r = bench(services, args.endpoints, backend, Path(tmp), args.repeat)
-                i, n, c = r["initial"], r["noop"], r["one_service"]
+                i, n, f, c = r["initial"], r["noop"], r["full_check"], r["one_service"]
                 print(
                     f"| {backend} | {services}x{args.endpoints} "
                     f"| {i['wall']:.2f} s ({i['cpu']:.2f}) / {i.get('load', 0):.2f} s "
                     f"| {n['wall']:.2f} s ({n['cpu']:.2f}) "
+                    f"| {f['wall']:.2f} s ({f['cpu']:.2f}) / {f.get('check', 0):.2f} s / {f.get('load', 0):.2f} s "
                     f"| {c['wall']:.2f} s ({c['cpu']:.2f}) / {c.get('load', 0) * 1000:.0f} ms "
                     f"| {r['state_mib']} MiB | {r['load_average'][0]:.1f} |",
                     flush=True,
