@@ -338,7 +338,8 @@ def missing_node_facts(config: ProxyConfig) -> list[str]:
     if not config.node_ips:
         missing.append(
             "can't determine this node's IP (--node-ip or the config's bindAddress): nodePortAddresses "
-            "'primary' selects nothing, IPVS NodePorts get no virtual server, and "
+            "'primary' (the nftables backend's default) means every local address, as in kube-proxy "
+            "without a node IP, IPVS NodePorts get no virtual server, and "
             "loadBalancerSourceRanges never admit the node's own traffic"
         )
     if not config.cluster_cidrs:
