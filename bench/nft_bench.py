@@ -97,7 +97,13 @@ def fmt(run: Run) -> str:
 
 
 def bench_one(
-    services: int, endpoints: int, workdir: Path, load: bool, layout: str, repeat: int = 1
+    services: int,
+    endpoints: int,
+    workdir: Path,
+    load: bool,
+    layout: str,
+    repeat: int = 1,
+    service_cidr: str | None = None,
 ) -> dict[str, object]:
     manifest = workdir / f"cluster-{services}x{endpoints}.json"
     manifest.write_text(synth.as_json(services, endpoints))
@@ -110,9 +116,11 @@ def bench_one(
             "-f",
             str(manifest),
             *NODE_ARGS,
+            *(["--service-cidr", service_cidr] if service_cidr else []),
         ]
     )
-    plan = build_plan([Source(str(manifest), manifest.read_bytes())], CONFIG).plan
+    config = CONFIG.model_copy(update={"service_cidrs": (service_cidr,)}) if service_cidr else CONFIG
+    plan = build_plan([Source(str(manifest), manifest.read_bytes())], config).plan
     start = time.perf_counter()
     rendered = render(plan, "nftables", RenderOptions(backend=NftablesOptions(layout)))
     render_s = time.perf_counter() - start
@@ -133,7 +141,8 @@ def bench_one(
         "chains": len(re.findall(r"^\tchain ", text, re.M)),
         "sets_maps": len(re.findall(r"^\t(?:set|map) ", text, re.M)),
     }
-    print(f"S={services} x E={endpoints} (layout {layout})")
+    guard = f", service CIDR {service_cidr}: ClusterIP guard" if service_cidr else ""
+    print(f"S={services} x E={endpoints} (layout {layout}{guard})")
     print(f"  compile  {fmt(compile_run)}   render only {render_s:.2f} s")
     print(f"  size     {len(text_bytes) / 1e6:.2f} MB, {result['lines']} lines")
     print(f"  objects  {result['chains']} chains, {result['sets_maps']} sets/maps")
@@ -174,13 +183,19 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="also print one JSON object per size")
     parser.add_argument("--layout", choices=("grouped", "kube-proxy"), default="grouped")
     parser.add_argument("--repeat", type=int, default=1, help="fresh loads per size; the best is reported")
+    parser.add_argument(
+        "--service-cidr",
+        help="give this service CIDR, for the ClusterIP guard's cost (synth's ClusterIPs: 172.16.0.0/12)",
+    )
     args = parser.parse_args()
     load = not args.no_load
     if load and os.geteuid() != 0:
         parser.error("loading needs root (network namespaces); use --no-load to only compile")
     with tempfile.TemporaryDirectory(prefix="s2r-nftbench-") as tmp:
         for services in (int(s) for s in args.services.split(",") if s):
-            result = bench_one(services, args.endpoints, Path(tmp), load, args.layout, args.repeat)
+            result = bench_one(
+                services, args.endpoints, Path(tmp), load, args.layout, args.repeat, args.service_cidr
+            )
             if args.json:
                 print(json.dumps(result))
     return 0
