@@ -409,6 +409,9 @@ def _networks(entries: Any, where: str, warnings: list[str], *, primary: bool = 
     """CIDRs (and, for nodePortAddresses, the keyword 'primary'), a warning per CIDR written
     with host bits set."""
     out: list[str] = []
+    if primary and "primary" in entries and len(entries) != 1:
+        # kube-proxy's validateKubeProxyNodePortAddress (pkg/proxy/apis/config/validation).
+        raise ValueError("can't use both 'primary' and CIDRs")
     for text in entries:
         if primary and text == "primary":
             out.append(text)
