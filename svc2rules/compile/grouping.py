@@ -30,12 +30,14 @@ from svc2rules.model.node import Node
 from svc2rules.model.pod import Pod
 from svc2rules.model.registry import ValidatedObjects
 from svc2rules.model.service import Service
+from svc2rules.model.servicecidr import ServiceCIDR
 from svc2rules.resolve.derive import derivable, derive_normalized
 from svc2rules.resolve.endpoints import NormalizedSlice, ServiceRef
 from svc2rules.resolve.hints import hints_enabled
 from svc2rules.resolve.plan import ServiceObjects
 
 _SERVICE, _SLICE, _POD, _NODE = Service.KIND, EndpointSlice.KIND, Pod.KIND, Node.KIND
+_SERVICE_CIDR = ServiceCIDR.KIND
 _NAMED = 3  # how many Service names a summary line lists
 
 # A selector as grouping reads it: its pairs, and whether the Service's topology annotation
@@ -137,6 +139,8 @@ def group_members(read: InputObjects, validated: ValidatedObjects) -> Groups:
         if kind == _NODE:
             nodes.setdefault(name, index)
             continue
+        if kind == _SERVICE_CIDR:
+            continue  # cluster-wide: the plan's service CIDRs, no Service's member
         if kind == _SLICE:
             if isinstance(model, EndpointSlice):
                 label = model.service_name

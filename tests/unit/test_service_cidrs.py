@@ -15,6 +15,7 @@ from svc2rules.config import ProxyConfig, read_config
 from svc2rules.errors import UsageError
 from svc2rules.ir import NO_SERVICE_CIDR_NOTE
 from tests.conftest import NODE_ARGS, endpoint_slice, service, to_yaml
+from tests.unit.derive_helpers import pod
 
 runner = CliRunner()
 
@@ -88,3 +89,15 @@ def test_the_flag_takes_one_cidr_per_family_and_warns_about_host_bits() -> None:
         "10.96.0.0/12",
         "fd00::/108",
     )
+
+
+def test_a_service_cidr_named_like_a_service_is_no_member_of_it() -> None:
+    """The default ServiceCIDR is named "kubernetes", like the default/kubernetes Service: it
+    must not count as that Service's object (which would stop its endpoints coming from Pods)."""
+    svc = service("kubernetes", "default", selector={"app": "web"})
+    pods = [pod("api-0", "10.180.0.7", namespace="default")]
+    code, plan, err = ir(svc, *pods, service_cidr("172.30.0.0/16"))
+    assert code == 0, err
+    (sp,) = plan["servicePorts"]
+    assert [ep["ip"] for ep in sp["cluster_endpoints"]] == ["10.180.0.7"]
+    assert plan["serviceCIDRs"] == ["172.30.0.0/16"]
