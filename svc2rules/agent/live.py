@@ -55,9 +55,25 @@ class LiveCompilation(Compilation):
     found by its group's fingerprint."""
 
     resolved: dict[Fingerprint, ServiceResolution] = field(default_factory=dict)
+    # The LiveCompiler's own tables, read while this compilation is the current one: the
+    # applier asks for a few Services and the fingerprints of all, not for a pass over 10k.
+    groups: dict[str, str] = field(default_factory=dict)
+    entries: dict[ServiceRef, ServiceEntry] = field(default_factory=dict)
 
     def resolution(self, entry: ServiceEntry) -> ServiceResolution:
         return self.resolved[entry.fingerprint]
+
+    def service_groups(self) -> dict[str, str]:
+        return dict(self.groups)  # the state keeps it; the compiler's own goes on changing
+
+    def entries_named(self, names: Iterable[str]) -> dict[str, ServiceEntry]:
+        found = {}
+        for name in names:
+            namespace, _, short = name.partition("/")
+            entry = self.entries.get((namespace, short))
+            if entry is not None:
+                found[name] = entry
+        return found
 
     def remembered(self, fingerprint: Fingerprint) -> ServiceResolution | None:
         return self.resolved.get(fingerprint)
@@ -86,7 +102,9 @@ class LiveCompiler:
         self.holders: dict[ObjectKey, set[str]] = {}
         self.duplicated: set[ObjectKey] = set()  # keys more than one source holds
         self.entries: dict[ServiceRef, ServiceEntry] = {}
+        self.groups: dict[str, str] = {}  # `namespace/name` -> fingerprint (hex) of each entry
         self.refs: list[ServiceRef] = []  # sorted: the plan's order
+        self.services: list[ServiceEntry] = []  # the entries of `refs`, in its order
         self.resolved: dict[Fingerprint, ServiceResolution] = {}
         # The groups of the last input that reached the kernel: the next plan may ask for their
         # resolution (the previous version of a changed Service), so they are kept.
@@ -110,10 +128,12 @@ class LiveCompiler:
         caller has said what was left out when it changed)."""
         return LiveCompilation(
             config=self.config,
-            services=[self.entries[ref] for ref in self.refs],
+            services=list(self.services),
             warnings=list(warnings or ()),
             memo=self.memo,
             resolved=self.resolved,
+            groups=self.groups,
+            entries=self.entries,
         )
 
     def resolution(self, ref: ServiceRef) -> ServiceResolution | None:
@@ -212,7 +232,7 @@ class LiveCompiler:
         whole = self._compile(current.values())
         before = set(self.entries)
         self.facts, self.claimants, self.holders, self.ordered = {}, {}, {}, []
-        self.entries, self.refs = {}, []
+        self.entries, self.refs, self.services, self.groups = {}, [], [], {}
         self.duplicated = set()
         for facts in _facts_of(whole, current).values():
             self._learn(facts)
@@ -236,13 +256,21 @@ class LiveCompiler:
         fingerprint = entry.fingerprint
         if fingerprint not in self.resolved:
             self.resolved[fingerprint] = compiled.resolution(entry)
-        if ref not in self.entries:
-            bisect.insort(self.refs, ref)
+        index = bisect.bisect_left(self.refs, ref)
+        if ref in self.entries:
+            self.services[index] = entry
+        else:
+            self.refs.insert(index, ref)
+            self.services.insert(index, entry)
         self.entries[ref] = entry
+        self.groups[entry.name] = fingerprint.hex()
 
     def _drop_entry(self, ref: ServiceRef) -> None:
-        if self.entries.pop(ref, None) is not None:
-            del self.refs[bisect.bisect_left(self.refs, ref)]
+        entry = self.entries.pop(ref, None)
+        if entry is not None:
+            index = bisect.bisect_left(self.refs, ref)
+            del self.refs[index], self.services[index]
+            del self.groups[entry.name]
 
     def _learn(self, facts: SourceFacts) -> None:
         name = facts.source.name

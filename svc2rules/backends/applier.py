@@ -84,6 +84,9 @@ class Applier(ABC, Generic[DesiredT, StateT, ChangeT]):
     bulk_state_keys: ClassVar[tuple[str, ...]] = ()
     # What a state read back from disk must look like (host/schema.py): the backend's TypedDict.
     state_schema: ClassVar[type] = BaseState
+    # The loader takes a write whole or refuses it whole (one kernel transaction): a refused
+    # load leaves the host as it was, so `validate` first only names the refusal earlier.
+    loads_whole: ClassVar[bool] = False
 
     def __init__(self, options: RenderOptions[Any]) -> None:
         self.options = options
@@ -173,7 +176,7 @@ class IncrementalApplier(Applier[DesiredT, StateT, ChangeT]):
             if change is not None:
                 return change
         plan = compiled.plan()
-        services = {entry.name: entry.fingerprint.hex() for entry in compiled.services}
+        services = compiled.service_groups()
         change = self.plan_change(
             runner, old, trusted, self.desired_with_services(plan, services), generation
         )
@@ -188,7 +191,7 @@ def few_services_changed(old: Mapping[str, Any], compiled: Compilation) -> bool:
     old_groups = old.get("groups")
     if not isinstance(old_groups, dict):
         return False
-    groups = {entry.name: entry.fingerprint.hex() for entry in compiled.services}
+    groups = compiled.service_groups()
     changed = sum(1 for name, fp in groups.items() if old_groups.get(name) != fp)
     changed += sum(1 for name in old_groups if name not in groups)
     return changed <= max(len(groups), len(old_groups)) // 4 or changed <= 8

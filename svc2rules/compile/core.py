@@ -104,6 +104,19 @@ class Compilation:
             entry.resolution = resolve_service(_group(self.objects, entry), self.config)
         return entry.resolution
 
+    def service_groups(self) -> dict[str, str]:
+        """`namespace/name` -> group fingerprint (hex) of every Service: what an applier's state
+        records per Service to plan the next change Service by Service. A compile kept in
+        memory (agent.live) answers without a pass over every Service."""
+        return {entry.name: entry.fingerprint.hex() for entry in self.services}
+
+    def entries_named(self, names: Iterable[str]) -> dict[str, ServiceEntry]:
+        """The entries of these Services (`namespace/name`) that the input has, in that order."""
+        wanted = list(names)
+        asked = set(wanted)
+        found = {entry.name: entry for entry in self.services if entry.name in asked}
+        return {name: found[name] for name in wanted if name in found}
+
     def fresh(self) -> Iterator[ServiceEntry]:
         """The entries resolved in this run (new to the memo)."""
         return (entry for entry in self.services if entry.resolution is not None)

@@ -85,6 +85,13 @@ def test_a_live_compile_equals_a_full_compile_after_every_change(seed: int) -> N
         assert [e.fingerprint for e in compiled.services] == [e.fingerprint for e in full.services]
         assert compiled.plan() == full.plan()
         assert live.skipped() == full.skipped
+        # What the appliers ask of it (kept up to date rather than computed per change).
+        assert compiled.service_groups() == full.service_groups()
+        asked = [*rng.sample(sorted(full.service_groups()), min(3, len(full.services))), "ns/none"]
+        assert {name: e.fingerprint for name, e in compiled.entries_named(asked).items()} == {
+            name: e.fingerprint for name, e in full.entries_named(asked).items()
+        }
+        assert list(compiled.entries_named(asked)) == list(full.entries_named(asked))
         if rng.random() < 0.5:
             live.settled()
 

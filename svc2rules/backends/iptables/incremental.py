@@ -106,8 +106,7 @@ def plan_from_services(
         or not isinstance(tables, dict)
     ):
         return None
-    entries = {entry.name: entry for entry in compiled.services}
-    groups = {name: entry.fingerprint.hex() for name, entry in entries.items()}
+    groups = compiled.service_groups()
     changed = [name for name, fp in groups.items() if old_groups.get(name) != fp]
     changed += [name for name in old_groups if name not in groups]
     before: dict[str, Record] = {}
@@ -118,7 +117,8 @@ def plan_from_services(
                 return None
             before[name] = record
     config = compiled.config
-    after_resolutions = {name: compiled.resolution(entries[name]) for name in changed if name in entries}
+    entries = compiled.entries_named(changed)
+    after_resolutions = {name: compiled.resolution(entry) for name, entry in entries.items()}
     endpoints = old_totals.get("endpoints", 0) - sum(r.endpoints for r in before.values())
     endpoints += sum(totals(r.service_ports)["endpoints"] for r in after_resolutions.values())
     comments_on = endpoint_comments(endpoints, options)
@@ -147,7 +147,7 @@ def plan_from_services(
     for table in TABLES:
         shared_old: StoredChains = tables.get(table, {})
         # What the write compares against: the shared chains, and the changed Services'.
-        view = dict(shared_old)
+        view = shared_old.copy()  # (dict(...) re-inserts a table with holes one by one)
         touched: Chains = {}
         for name, record in before.items():
             for chain, text in record.chains.get(table, {}).items():
@@ -155,7 +155,7 @@ def plan_from_services(
                 origins[chain] = name
         for part in new_parts.values():
             touched.update(part.chains.get(table, {}))
-        chains = dict(shared_old)  # the state's shared chains, after the write
+        chains = shared_old.copy()  # the state's shared chains, after the write
         table_segments = dict(segments.get(table, {}))
         shared = dict.fromkeys(
             [c for c, counts in table_segments.items() if changed_set.intersection(counts)]
@@ -183,7 +183,7 @@ def plan_from_services(
         shared_after[table] = chains
         removable[table] = [c for r in before.values() for c in r.chains.get(table, {}) if c not in touched]
         new_segments[table] = table_segments
-    new_owned = dict(owned)
+    new_owned = owned.copy()
     for name in before:
         new_owned.pop(name, None)
     for name, record in after.items():
@@ -196,7 +196,7 @@ def plan_from_services(
         "owned": new_owned,
     }
 
-    udp = dict(old.get("udp", {}))
+    udp = old.get("udp", {}).copy()
     for record in before.values():
         for key in record.udp:
             udp.pop(key, None)

@@ -48,6 +48,7 @@ class NftablesApplier(IncrementalApplier[Desired, NftablesState, NftablesChange]
     name = "nftables"
     bulk_state_keys = ("elements", "udp", "groups", "shared", "facts")
     state_schema = NftablesState
+    loads_whole = True  # `nft -f` is one transaction
 
     def __init__(self, options: RenderOptions[NftablesOptions]) -> None:
         super().__init__(options)
@@ -146,8 +147,7 @@ class NftablesApplier(IncrementalApplier[Desired, NftablesState, NftablesChange]
             or not isinstance(totals, dict)
         ):
             return None
-        entries = {entry.name: entry for entry in compiled.services}
-        groups = {name: entry.fingerprint.hex() for name, entry in entries.items()}
+        groups = compiled.service_groups()
         changed = [name for name, fp in groups.items() if old_groups.get(name) != fp]
         changed += [name for name in old_groups if name not in groups]
         before: dict[str, ServiceResolution] = {}
@@ -157,7 +157,8 @@ class NftablesApplier(IncrementalApplier[Desired, NftablesState, NftablesChange]
                 if resolution is None:
                     return None
                 before[name] = resolution
-        after = {name: compiled.resolution(entries[name]) for name in changed if name in entries}
+        entries = compiled.entries_named(changed)
+        after = {name: compiled.resolution(entry) for name, entry in entries.items()}
         config = compiled.config
         endpoints = totals.get("endpoints", 0)
         endpoints -= sum(services.endpoint_total(r.service_ports) for r in before.values())

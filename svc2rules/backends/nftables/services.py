@@ -210,7 +210,9 @@ def move(
         if collection not in new_elements:
             return None
         if collection not in copied:
-            new_elements[collection] = dict(new_elements[collection])
+            # dict.copy() clones the table even when deletions left holes in it; dict(...)
+            # then inserts 100k elements one by one (18 ms against 2 at 10k Services).
+            new_elements[collection] = new_elements[collection].copy()
             copied.add(collection)
         return new_elements[collection]
 
@@ -253,7 +255,7 @@ def moved_udp(
     udp: UdpFacts, before: dict[str, ServiceResolution], after: dict[str, ServiceResolution]
 ) -> UdpFacts:
     """The state's UDP facts with the changed Services' replaced."""
-    out = dict(udp)
+    out = udp.copy()
     for resolution in before.values():
         for key in udp_facts_of(ours(resolution.service_ports)):
             out.pop(key, None)
