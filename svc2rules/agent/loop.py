@@ -227,17 +227,22 @@ class Agent:
             self._reload()
         changes, self.pending = self.pending, {}
         seen, self.first_seen = self.first_seen, None
+        # A steady stream of changes must not put the periodic full check off for ever.
+        due = self.synced_once and now >= self.resync_due
         if changes or not self.synced_once:
-            await self._sync(changes, seen, resync=False)
+            await self._sync(changes, seen, resync=due)
         elif self.retry_at is not None and now >= self.retry_at:
-            await self._sync({}, None, resync=False)
-        elif now >= self.resync_due:
+            await self._sync({}, None, resync=due)
+        elif due:
             await self._sync({}, None, resync=True)
 
     async def _sync(self, changes: Changes, seen: float | None, *, resync: bool) -> None:
         started = time.monotonic()
         self.last_sync_start = started
-        self.resync_due = started + self.options.sync_period
+        first = not self.synced_once
+        if resync or first:
+            # As kube-proxy's full sync: a period after the last one, whatever changed between.
+            self.resync_due = started + self.options.sync_period
         self.retry_at = None
         read_started = time.perf_counter()
         self.last_read = 0.0
@@ -272,7 +277,16 @@ class Agent:
             self.log("the input has Services again")
         self.empty = False
         self.metrics.input_empty.set(0)
-        options = replace(self.options.apply, resync=resync, compile_cache=False)
+        # After the first sync (which, as a one-shot apply, checks the kernel whole when the
+        # state's last full check is older than --sync-period) the agent's own timer does the
+        # periodic full check: never a change, whose latency it would take.
+        options = replace(
+            self.options.apply,
+            resync=resync,
+            compile_cache=False,
+            sync_period=self.options.sync_period if first else None,
+            check_whole_writes=False,
+        )
         try:
             report = await asyncio.to_thread(self._apply, compiled, options)
         except LockBusyError as exc:

@@ -64,6 +64,11 @@ class ApplyOptions:
     # Seconds after which a run reads our objects back and reloads them even though the state
     # and the marker agree (drift repair, checks.py); None: only with `resync`.
     sync_period: float | None = DEFAULT_SYNC_PERIOD
+    # Check a write with the loader's test mode first even when the loader takes a write whole
+    # or refuses it whole (Applier.loads_whole): the refusal then names the check and leaves
+    # the sysctls untouched. `svc2rules run` skips it (one process less per change; kube-proxy
+    # runs one `nft -f` per sync): a refused load leaves the host as it was all the same.
+    check_whole_writes: bool = True
 
 
 @dataclass
@@ -365,7 +370,8 @@ def apply_plan(
         # Side effects only once the rules are known good: a refused ruleset leaves the
         # sysctls as they were, and a failed load puts back the ones it changed.
         check_sysctls(wanted_sysctls, allowed=options.sysctl)
-        applier.validate(runner, change)
+        if options.check_whole_writes or not applier.loads_whole:
+            applier.validate(runner, change)
         timer.lap("validate")
         assert change.new_state is not None
         previous = ensure_sysctls(wanted_sysctls, allowed=options.sysctl)

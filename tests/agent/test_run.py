@@ -209,6 +209,40 @@ def test_the_sync_period_repairs_what_someone_removed(
     run.wait_said("resync: repaired")
 
 
+def test_a_stream_of_changes_does_not_put_the_periodic_resync_off(
+    host: Host, tmp_path: Path, running: list[Running]
+) -> None:
+    """As kube-proxy's full sync (an hour after the last full one, whatever partial syncs ran
+    between): a chain flushed behind our back is repaired while changes keep coming."""
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    (folder / "web.yaml").write_text(web(["10.180.0.1"]))
+    (folder / "api.yaml").write_text(web(["10.180.1.1"], name="api", vip="172.30.0.42"))
+    run = Running(
+        host, "--backend", "nftables", "-f", str(folder), "--sync-period", "3s", "--min-sync-period", "0",
+        *NODE_ARGS, *_NO_HTTP,
+    )  # fmt: skip
+    running.append(run)
+    dnat = "numgen random mod 1 map @service-tcp-endpoints-1"
+    poll(
+        "the first sync", lambda: "10.180.1.1" in rules(host, "nftables") and dnat in rules(host, "nftables")
+    )
+    host.run(["nft", "flush", "chain", "ip", "svc2rules", "service-tcp-pool-1"])
+    assert dnat not in rules(host, "nftables")
+    # A change every 0.3 s, well within the sync period (pacing only: the verdict is the poll's).
+    changes = iter(range(1, 10**6))
+
+    def changed_and_repaired() -> bool:
+        address = f"10.180.1.{next(changes) % 200 + 2}"
+        replace_file(folder / "api.yaml", web([address], name="api", vip="172.30.0.42"))
+        time.sleep(0.3)
+        return dnat in rules(host, "nftables")
+
+    poll("the flushed chain repaired while changes keep coming", changed_and_repaired)
+    run.wait_said("resync: repaired")
+    assert run.stop() == 0, run.log()
+
+
 def test_run_follows_kubectl_watch_event_streams(host: Host, tmp_path: Path, running: list[Running]) -> None:
     services, slices = tmp_path / "services.events", tmp_path / "endpointslices.events"
     os.mkfifo(services)
@@ -350,6 +384,95 @@ def test_health_checks_healthz_livez_and_metrics(host: Host, tmp_path: Path, run
         "the health check follows the endpoints",
         lambda: http(host, "http://127.0.0.1:32001/")["status"] == 503,
     )
+    assert run.stop() == 0, run.log()
+
+
+def _nft_wrapper(folder: Path, *, log: Path | None = None, fail_while: Path | None = None) -> dict[str, str]:
+    """The environment of a run whose `nft` is a script that logs its arguments and fails while
+    a flag file exists, then runs the real nft."""
+    real = subprocess.run(
+        ["sh", "-c", "command -v nft || echo /usr/sbin/nft"], capture_output=True, text=True
+    ).stdout.strip()
+    wrapper = folder / "nft"
+    folder.mkdir(exist_ok=True)
+    lines = ["#!/bin/sh"]
+    if log is not None:
+        lines.append(f'echo "$*" >> {log}')
+    if fail_while is not None:
+        lines.append(f'[ -e {fail_while} ] && {{ echo "nft: broken for the test" >&2; exit 1; }}')
+    lines.append(f'exec {real} "$@"')
+    wrapper.write_text("\n".join(lines) + "\n")
+    wrapper.chmod(0o755)
+    return {**os.environ, "PATH": f"{folder}:{os.environ.get('PATH', '/usr/sbin:/usr/bin')}"}
+
+
+def test_a_change_is_one_nft_run_without_a_check_pass(
+    host: Host, tmp_path: Path, running: list[Running]
+) -> None:
+    """`nft -f` takes a change whole or refuses it whole: run skips the `nft -c` pass that a
+    one-shot apply makes (as kube-proxy, one `nft -f` per sync), and a change that the kernel
+    refuses leaves the rules as they were."""
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    (folder / "web.yaml").write_text(web(["10.180.0.1"]))
+    calls, broken = tmp_path / "nft-calls", tmp_path / "break-nft"
+    env = _nft_wrapper(tmp_path / "bin", log=calls, fail_while=broken)
+    run = Running(
+        host, "--backend", "nftables", "-f", str(folder), "--min-sync-period", "0", *NODE_ARGS, *_NO_HTTP,
+        env=env,
+    )  # fmt: skip
+    running.append(run)
+    poll("the first sync", lambda: "10.180.0.1" in rules(host, "nftables"))
+    run.wait_said("applied (")
+    calls.write_text("")
+    replace_file(folder / "web.yaml", web(["10.180.0.1", "10.180.0.5"]))
+    poll("the changed endpoint in the kernel", lambda: "10.180.0.5" in rules(host, "nftables"))
+    run.wait_said("applied (incremental")
+    made = calls.read_text().splitlines()
+    assert [call for call in made if call.startswith("-f")] == ["-f -"], made
+    assert not [call for call in made if call.startswith("-c")], made
+
+    before = rules(host, "nftables")
+    broken.touch()
+    replace_file(folder / "web.yaml", web(["10.180.0.1", "10.180.0.6"]))
+    run.wait_said("nft: broken for the test")
+    assert rules(host, "nftables") == before
+    broken.unlink()
+    poll("the change applied once nft works again", lambda: "10.180.0.6" in rules(host, "nftables"))
+    assert "10.180.0.5" not in rules(host, "nftables")
+    assert run.stop() == 0, run.log()
+
+
+_KUBE_PROXY_CONFIG = (
+    "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: nftables\n"
+    "nftables:\n  masqueradeAll: {}\n"
+)
+
+
+def test_sighup_reads_the_config_again(host: Host, tmp_path: Path, running: list[Running]) -> None:
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    (folder / "web.yaml").write_text(web(["10.180.0.1"]))
+    config = tmp_path / "kube-proxy.yaml"
+    config.write_text(_KUBE_PROXY_CONFIG.format("false"))
+    run = Running(
+        host, "--backend", "nftables", "-f", str(folder), "--config", str(config), "--min-sync-period", "0",
+        *NODE_ARGS, *_NO_HTTP,
+    )  # fmt: skip
+    running.append(run)
+    poll("the first sync", lambda: "10.180.0.1" in rules(host, "nftables"))
+    assert '"masqueradeAll"' not in rules(host, "nftables")
+
+    config.write_text(_KUBE_PROXY_CONFIG.format("true"))
+    run.proc.send_signal(signal.SIGHUP)
+    poll("the new config's rules", lambda: '"masqueradeAll"' in rules(host, "nftables"))
+    run.wait_said("the config changed: compiling everything again")
+
+    # A config that does not read: said, and the rules stay those of the last good one.
+    config.write_text("nftables: [\n")
+    run.proc.send_signal(signal.SIGHUP)
+    run.wait_said("error: the config was not changed")
+    assert '"masqueradeAll"' in rules(host, "nftables") and run.proc.poll() is None
     assert run.stop() == 0, run.log()
 
 
