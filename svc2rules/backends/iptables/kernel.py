@@ -82,12 +82,12 @@ def generation(runner: Runner, names: ChainNames) -> str | None:
 
 
 def saved_tables(runner: Runner) -> dict[str, Table]:
-    """Our tables as iptables-save prints them (an empty table when the save failed)."""
-    out = {}
-    for table in TABLES:
-        result = runner.run(SPELLING.save_argv(table))
-        out[table] = read_tables(result.stdout).get(table, Table(table)) if result.ok else Table(table)
-    return out
+    """Our tables as iptables-save prints them (an empty table when the save failed). One save
+    of every table: iptables-nft reads the whole ruleset for each save, so a save per table
+    costs that read twice (9 s of 22 s at 10k Services)."""
+    result = runner.run(SPELLING.save_argv())
+    saved = read_tables(result.stdout) if result.ok else {}
+    return {table: saved.get(table, Table(table)) for table in TABLES}
 
 
 @dataclass
