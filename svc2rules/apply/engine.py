@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from svc2rules import __version__
-from svc2rules.apply.checks import DEFAULT_SYNC_PERIOD, due_note, full_check_due, now, refuse_foreign
+from svc2rules.apply.checks import due_note, full_check_due, now, refuse_foreign
 from svc2rules.backends import RenderOptions, get_backend
 from svc2rules.backends.applier import Applier, BaseState, Change, ChangeKind, IncrementalApplier
 from svc2rules.compile import Compilation, compile_sources
@@ -62,8 +62,10 @@ class ApplyOptions:
     # memory and compiles with fingerprints itself (`svc2rules run`'s LiveInput).
     compile_cache: bool = True
     # Seconds after which a run reads our objects back and reloads them even though the state
-    # and the marker agree (drift repair, checks.py); None: only with `resync`.
-    sync_period: float | None = DEFAULT_SYNC_PERIOD
+    # and the marker agree (drift repair, checks.py; `apply --sync-period`, DEFAULT_SYNC_PERIOD
+    # unless given); None: only with `resync` (`svc2rules run` keeps its own --sync-period
+    # timer and resyncs with it).
+    sync_period: float | None = None
     # Check a write with the loader's test mode first even when the loader takes a write whole
     # or refuses it whole (Applier.loads_whole): the refusal then names the check and leaves
     # the sysctls untouched. `svc2rules run` skips it (one process less per change; kube-proxy
