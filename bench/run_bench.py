@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -38,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +53,15 @@ NEW_IP_BASE = "10.255.{}.{}"
 # <linux/netlink.h>, <linux/netfilter/nfnetlink.h>, <linux/netfilter/nf_tables.h>
 _NETLINK_NETFILTER, _SOL_NETLINK, _NETLINK_ADD_MEMBERSHIP, _NFNLGRP_NFTABLES = 12, 270, 1, 7
 _NFT_MSG_NEWRULE, _NFT_MSG_NEWSETELEM = 6, 12
+_APPLIED = re.compile(r"^applied \(incremental.*\) in (\d+) ms \((.*) ms\)$")
 
 
-def write_cluster(folder: Path, services: int, endpoints: int, files: int) -> list[dict[str, Any]]:
+def write_cluster(
+    folder: Path, services: int, endpoints: int, files: int, *, fresh: bool = False
+) -> list[dict[str, Any]]:
+    if fresh:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
     objects = list(synth.objects(services, endpoints))
     per_file = -(-services // files) * 2  # a Service and its EndpointSlice stay together
     lists = []
@@ -113,6 +121,10 @@ class Agent:
                     )
                 self.cond.wait(1.0)
 
+    def tail(self, count: int = 30) -> str:
+        with self.cond:
+            return "\n".join(line for _, line in self.lines[-count:])
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=60)
@@ -131,6 +143,7 @@ class Monitor:
         self.sock.setsockopt(_SOL_NETLINK, _NETLINK_ADD_MEMBERSHIP, _NFNLGRP_NFTABLES)
         self.seen: dict[bytes, float] = {}
         self.wanted: set[bytes] = set()
+        self.overruns: list[float] = []  # when the socket's buffer overflowed (ENOBUFS)
         self.cond = threading.Condition()
         self.stopped = False
         threading.Thread(target=self._read, daemon=True).start()
@@ -139,7 +152,10 @@ class Monitor:
         while not self.stopped:
             try:
                 data = self.sock.recv(1 << 20)
-            except OSError:  # ENOBUFS after a burst: nothing we wait for is lost by then
+            except OSError:  # ENOBUFS: a burst overflowed the buffer; what we wait for may be lost
+                if not self.stopped:
+                    with self.cond:
+                        self.overruns.append(time.perf_counter())
                 continue
             now = time.perf_counter()
             offset = 0
@@ -160,15 +176,20 @@ class Monitor:
         with self.cond:
             self.wanted.add(socket.inet_aton(address))
 
-    def wait(self, address: str, timeout: float) -> float:
+    def wait(self, address: str, timeout: float) -> float | None:
+        """When the kernel announced the address; None when it did not within `timeout`."""
         key = socket.inet_aton(address)
         deadline = time.monotonic() + timeout
         with self.cond:
             while key not in self.seen:
                 if time.monotonic() > deadline:
-                    raise SystemExit(f"the kernel never announced {address}")
+                    return None
                 self.cond.wait(0.5)
             return self.seen[key]
+
+    def overran_since(self, moment: float) -> bool:
+        with self.cond:
+            return any(at >= moment for at in self.overruns)
 
     def stop(self) -> None:
         self.stopped = True
@@ -192,6 +213,21 @@ def _resync_cost(backend: str, folder: Path, state: Path) -> dict[str, float]:
     return {"without_compile": round(work, 2), **{k: round(v, 2) for k, v in timings.items()}}
 
 
+def _steps(lines: Iterable[str]) -> dict[str, float]:
+    """The median of each step of the changes' syncs, as run logs them:
+    `applied (...) in 93 ms (read 12, lock 0, check 6, ... ms)`."""
+    found: dict[str, list[float]] = {}
+    for line in lines:
+        match = _APPLIED.search(line)
+        if match is None:
+            continue
+        found.setdefault("sync", []).append(float(match.group(1)))
+        for part in match.group(2).split(", "):
+            name, _, value = part.rpartition(" ")
+            found.setdefault(name, []).append(float(value))
+    return {name: round(statistics.median(values), 1) for name, values in found.items()}
+
+
 def _nft_has(address: str) -> bool:
     element = f"{{ {address} . {address} }}"
     proc = subprocess.run(
@@ -210,9 +246,13 @@ def inner(args: argparse.Namespace) -> dict[str, Any]:
     first = agent.wait_for("applied (", timeout=3600)
     initial = first - agent.started
     monitor = Monitor()
+    said_before = len(agent.lines)
     latencies: list[float] = []
+    lost = 0
     try:
-        for round_ in range(args.repeat):
+        for round_ in range(args.repeat * 2):
+            if len(latencies) == args.repeat:
+                break
             file_index = (round_ * 37) % len(lists)
             listing = lists[file_index]
             endpoint = listing["items"][1]["endpoints"][round_ % len(listing["items"][1]["endpoints"])]
@@ -224,8 +264,16 @@ def inner(args: argparse.Namespace) -> dict[str, Any]:
             monitor.watch(address)
             start = time.perf_counter()
             os.rename(tmp, target)
-            latencies.append(monitor.wait(address, timeout=600) - start)
+            announced = monitor.wait(address, timeout=120)
+            if announced is None:
+                if monitor.overran_since(start):
+                    lost += 1  # a notification burst overflowed the socket: measured again
+                    continue
+                raise SystemExit(f"the kernel never announced {address}; run said:\n" + agent.tail())
+            latencies.append(announced - start)
             time.sleep(args.pause)
+        if len(latencies) < args.repeat:
+            raise SystemExit(f"{lost} of {args.repeat * 2} changes lost to socket overruns")
         time.sleep(2.0)
         cpu_before = _cpu_seconds(agent.proc.pid)
         time.sleep(args.idle)
@@ -236,6 +284,7 @@ def inner(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         monitor.stop()
         agent.stop()
+    steps = _steps(line for _, line in agent.lines[said_before:])
     resync = _resync_cost(backend, folder, state)
     ordered = sorted(latencies)
     return {
@@ -247,6 +296,8 @@ def inner(args: argparse.Namespace) -> dict[str, Any]:
             "max": round(ordered[-1] * 1000, 1),
             "all": [round(x * 1000, 1) for x in latencies],
         },
+        "sync_steps_ms": steps,
+        "lost_to_overruns": lost,
         "idle_cpu_percent": round(idle_cpu * 100, 2),
         "resync_s": resync,
         "memory_mib": {name: round(value, 1) for name, value in memory.items()},
@@ -257,9 +308,8 @@ def outer(args: argparse.Namespace) -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="svc2rules-run-bench-") as tmp:
         work = Path(tmp)
-        (work / "manifests").mkdir()
         (work / "staging").mkdir()
-        write_cluster(work / "manifests", args.services, args.endpoints, args.files)
+        write_cluster(work / "manifests", args.services, args.endpoints, args.files, fresh=True)
         size = sum(p.stat().st_size for p in (work / "manifests").iterdir()) / 1e6
         print(
             f"{args.services} Services x {args.endpoints} endpoints in {args.files} files ({size:.1f} MB)",
@@ -271,6 +321,8 @@ def outer(args: argparse.Namespace) -> int:
             try:
                 subprocess.run(["ip", "-n", netns, "link", "set", "lo", "up"], check=True)
                 shutil.rmtree(work / "state", ignore_errors=True)
+                # The same input for each backend (a run leaves its changed endpoints in it).
+                write_cluster(work / "manifests", args.services, args.endpoints, args.files, fresh=True)
                 argv = [sys.executable, __file__, "--inner", "--work", str(work), "--backend", backend]
                 argv += ["--repeat", str(args.repeat), "--idle", str(args.idle), "--pause", str(args.pause)]
                 proc = subprocess.run(
@@ -287,6 +339,7 @@ def outer(args: argparse.Namespace) -> int:
             print(
                 f"{backend}: initial {result['initial_s']} s; one endpoint change, rename to kernel: "
                 f"median {change['median']} ms (min {change['min']}, max {change['max']}, n={args.repeat}); "
+                f"steps of a change's sync (median, ms) {result['sync_steps_ms']}; "
                 f"idle CPU {result['idle_cpu_percent']}%; memory {result['memory_mib']} MiB; "
                 f"a --sync-period resync (apply --resync without its compile): "
                 f"{result['resync_s']['without_compile']} s {result['resync_s']}",
