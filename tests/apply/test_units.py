@@ -81,3 +81,20 @@ def test_a_state_naming_earlier_bulk_records_is_unknown(tmp_path: Path) -> None:
     state = store.load()
     assert state is not None and store.complete(state) is None
     assert store.problem is not None and "names bulk records of generation 1-a" in store.problem
+
+
+def test_the_periodic_full_check_is_due_once_the_period_has_passed() -> None:
+    from svc2rules.apply.checks import due_note, duration, full_check_due
+
+    assert full_check_due({"checked": 1000.0}, 3600.0, 1000.0 + 3599) is None
+    assert full_check_due({"checked": 1000.0}, 3600.0, 1000.0 + 3600) == 3600
+    assert full_check_due({"checked": 1000.0}, None, 1e12) is None  # only with --resync
+    assert full_check_due({"checked": 1000.0}, 0.0, 1000.0) == 0  # --sync-period 0: every run
+    assert full_check_due({}, 3600.0, 1000.0) == float("inf")  # a state of an older version
+    assert full_check_due({"checked": "soon"}, 3600.0, 1000.0) == float("inf")
+    assert full_check_due({"checked": 5000.0}, 3600.0, 1000.0) == -4000  # clock set back
+    assert [duration(s) for s in (0, 45, 3600, 3723, 7200.9)] == ["0s", "45s", "1h", "1h2m3s", "2h"]
+    assert due_note(3723, 3600) == (
+        "periodic full check (the last one: 1h2m3s ago; --sync-period 1h): "
+        "reading our objects back from the kernel and reloading them"
+    )
