@@ -22,7 +22,10 @@ kube-proxy has, once:
   dstnat+1) each new connection refreshes it through one chain per distinct timeout.
 * REJECT (no endpoints) / DROP (no usable local endpoints) and the LoadBalancer firewall are filter
   verdict maps and sets keyed like iptables' filter rules, hooked where kube-proxy's iptables mode
-  hooks them.
+  hooks them; NodePorts and their no-endpoint verdicts match the same destinations (guard.py:
+  `primary` when nodePortAddresses is unset, as kube-proxy's nftables mode).
+* With service CIDRs, kube-proxy's nftables ClusterIP guard (guard.py): a set of the ClusterIPs
+  and a filter chain that rejects undefined ports of a ClusterIP and drops unallocated addresses.
 
 Differences from iptables mode, all inherent to keeping per-Service facts out of the rule path:
 affinity is remembered per frontend (a client's ClusterIP and NodePort choices are independent;
