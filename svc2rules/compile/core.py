@@ -85,17 +85,23 @@ class Compilation:
     summaries: list[Diagnostic] = field(default_factory=list)
     # Every valid object's model, in input order (kept when asked: `explain` reads the Pods).
     models: list[KubeObject] = field(default_factory=list)
-    # The plan's service CIDRs: the config's and the input's ServiceCIDR objects'.
-    service_cidrs: tuple[str, ...] = ()
+    # The plan's service CIDRs: the config's and the input's ServiceCIDR objects' (None: a
+    # compilation that did not read the objects has the config's alone).
+    service_cidrs: tuple[str, ...] | None = None
 
     def plan(self) -> Plan:
         return self.resolve().plan
 
     def resolve(self) -> Resolution:
         resolution = merge(
-            self.config, (self.resolution(entry) for entry in self.services), self.service_cidrs
+            self.config, (self.resolution(entry) for entry in self.services), self.plan_service_cidrs()
         )
         return Resolution(resolution.plan, list(self.warnings))
+
+    def plan_service_cidrs(self) -> tuple[str, ...]:
+        if self.service_cidrs is None:
+            return service_cidrs(self.config, ())
+        return self.service_cidrs
 
     def resolution(self, entry: ServiceEntry) -> ServiceResolution:
         """The entry's resolution (resolved now if the memo knew it)."""

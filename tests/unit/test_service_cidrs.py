@@ -5,15 +5,18 @@ apimachinery/pkg/api/validation/ip.go, IsValidCIDR)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
+from svc2rules.agent.live import LiveCompiler
 from svc2rules.cli import app
 from svc2rules.config import ProxyConfig, read_config
 from svc2rules.errors import UsageError
 from svc2rules.ir import NO_SERVICE_CIDR_NOTE
+from svc2rules.load import Source
 from tests.conftest import NODE_ARGS, endpoint_slice, service, to_yaml
 from tests.unit.derive_helpers import pod
 
@@ -101,3 +104,13 @@ def test_a_service_cidr_named_like_a_service_is_no_member_of_it() -> None:
     (sp,) = plan["servicePorts"]
     assert [ep["ip"] for ep in sp["cluster_endpoints"]] == ["10.180.0.7"]
     assert plan["serviceCIDRs"] == ["172.30.0.0/16"]
+
+
+def test_a_compilation_that_did_not_read_the_objects_keeps_the_flags_service_cidrs() -> None:
+    """svc2rules run's live compile resolves Service by Service and reads no ServiceCIDR:
+    --service-cidr still gives the plan its service CIDRs (the ClusterIP guard)."""
+    config = ProxyConfig(node_name="node1", service_cidrs=("172.30.0.0/16",))
+    source = Source("/m/a.yaml", to_yaml(service(), endpoint_slice()).encode())
+    live = LiveCompiler(config)
+    update = live.load([((0, Path("/m/a.yaml")), source)])
+    assert update.compilation.plan().service_cidrs == ("172.30.0.0/16",)

@@ -164,7 +164,7 @@ class NftablesApplier(IncrementalApplier[Desired, NftablesState, NftablesChange]
         endpoints -= sum(services.endpoint_total(r.service_ports) for r in before.values())
         endpoints += sum(services.endpoint_total(r.service_ports) for r in after.values())
         comments_on = options.comments.per_endpoint(endpoints)
-        cidrs = compiled.service_cidrs
+        cidrs = compiled.plan_service_cidrs()
         ctx = services.service_context(config, options, comments_on, cidrs)
         if ctx != old.get("ctx"):
             return None
