@@ -243,6 +243,36 @@ def test_a_stream_of_changes_does_not_put_the_periodic_resync_off(
     assert run.stop() == 0, run.log()
 
 
+def test_a_restarted_run_checks_the_kernel_whole_when_the_last_check_is_a_period_old(
+    host: Host, tmp_path: Path, running: list[Running]
+) -> None:
+    """The first sync of a run is a one-shot apply's: when the state's last full check is older
+    than --sync-period, it reads our objects back and repairs them (kube-proxy starts with a
+    full sync)."""
+    folder = tmp_path / "manifests"
+    folder.mkdir()
+    (folder / "web.yaml").write_text(web(["10.180.0.1"]))
+    first = Running(host, "--backend", "nftables", "-f", str(folder), *NODE_ARGS, *_NO_HTTP)
+    running.append(first)
+    dnat = "numgen random mod 1 map @service-tcp-endpoints-1"
+    poll("the first sync", lambda: dnat in rules(host, "nftables"))
+    first.wait_said("applied (")
+    assert first.stop() == 0, first.log()
+    host.run(["nft", "flush", "chain", "ip", "svc2rules", "service-tcp-pool-1"])
+    assert dnat not in rules(host, "nftables")
+    # A precondition, not a verdict: the last full check (the first run's) is over 2 s old.
+    stopped = time.monotonic()
+    while time.monotonic() - stopped < 2.5:
+        time.sleep(0.1)
+    second = Running(
+        host, "--backend", "nftables", "-f", str(folder), "--sync-period", "2s", *NODE_ARGS, *_NO_HTTP
+    )
+    running.append(second)
+    second.wait_said("periodic full check")
+    poll("the flushed chain repaired by the first sync", lambda: dnat in rules(host, "nftables"))
+    assert second.stop() == 0, second.log()
+
+
 def test_run_follows_kubectl_watch_event_streams(host: Host, tmp_path: Path, running: list[Running]) -> None:
     services, slices = tmp_path / "services.events", tmp_path / "endpointslices.events"
     os.mkfifo(services)
