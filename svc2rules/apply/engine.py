@@ -20,15 +20,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from svc2rules import __version__
 from svc2rules.apply.checks import due_note, full_check_due, now, refuse_foreign
 from svc2rules.backends import RenderOptions, get_backend
 from svc2rules.backends.applier import Applier, BaseState, Change, ChangeKind, IncrementalApplier
-from svc2rules.compile import Compilation, compile_sources
-from svc2rules.compile.cache import CompileCache, cache_path, code_identity
-from svc2rules.compile.cache import remove as remove_cache
+from svc2rules.compile.identity import code_identity
 from svc2rules.config import ProxyConfig
 from svc2rules.errors import ApplyError, Diagnostic, UsageError
 from svc2rules.host import conntrack
@@ -43,6 +41,10 @@ from svc2rules.host.system import (
     restore_sysctls,
 )
 from svc2rules.load import Source
+
+if TYPE_CHECKING:
+    from svc2rules.compile import Compilation
+    from svc2rules.compile.cache import CompileCache
 
 AnyApplier = Applier[Any, Any, Any]
 
@@ -105,6 +107,10 @@ class ApplyInput:
     on_skipped: Callable[[list[Diagnostic]], None] = field(default=lambda _: None)
 
     def compile(self, cache: CompileCache | None) -> Compilation:
+        # Imported here: a run whose input is unchanged stops before compiling, without
+        # paying for the models and the resolver.
+        from svc2rules.compile import compile_sources
+
         compiled = compile_sources(self.sources, self.config, cache, lenient=self.skip_invalid)
         self.on_skipped(compiled.skipped)
         self.on_warnings(compiled.warnings)
@@ -323,6 +329,8 @@ def apply_plan(
                 old = cast(BaseState, complete)
             timer.lap("state")
         generation = new_generation()
+        from svc2rules.compile.cache import CompileCache, cache_path
+
         cache = CompileCache.load(cache_path(options.state_dir, backend)) if options.compile_cache else None
         if cache is not None and cache.note:
             report.notes.append(cache.note)
@@ -515,6 +523,9 @@ def cleanup_host(
 
 def _forget(store: StateStore, state_dir: Path, backend: str) -> None:
     """The state and the compile cache: nothing of this backend is left on the host."""
+    from svc2rules.compile.cache import cache_path
+    from svc2rules.compile.cache import remove as remove_cache
+
     store.remove()
     remove_cache(cache_path(state_dir, backend))
 

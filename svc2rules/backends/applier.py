@@ -17,14 +17,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, ClassVar, Generic, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypedDict, TypeVar
 
 from svc2rules.backends import RenderOptions
-from svc2rules.compile import Compilation
 from svc2rules.host.conntrack import UdpFacts
 from svc2rules.host.runner import Runner
 from svc2rules.host.state import Touched
 from svc2rules.ir import Plan
+
+if TYPE_CHECKING:
+    from svc2rules.compile import Compilation
 
 
 class BaseState(TypedDict, total=False):

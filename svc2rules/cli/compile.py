@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from svc2rules import compile as compile_path
 from svc2rules.backends import DEFAULT_CHAIN_PREFIX, DEFAULT_TABLE, Comments, get_backend
 from svc2rules.cli.common import (
     BackendOpt,
@@ -44,7 +45,6 @@ from svc2rules.cli.options import (
     TableOpt,
     build_options,
 )
-from svc2rules.compile import compile_sources
 from svc2rules.errors import UsageError, quote_value
 from svc2rules.load import Source, read_sources
 from svc2rules.load.reader import DEFAULT_MAX_INPUT_BYTES
@@ -127,7 +127,7 @@ def compile_command(
         sources = read_sources(
             filename or [], recursive=recursive, stdin=sys.stdin.buffer, max_bytes=max_input_bytes
         )
-        compiled = compile_sources(sources, chosen.config)
+        compiled = compile_path.compile_sources(sources, chosen.config)
         warn(compiled.warnings)
         if not compiled.services:
             err(f"warning: {_no_services(sources)}")

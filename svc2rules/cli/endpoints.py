@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from svc2rules import compile as compile_path
 from svc2rules.cli.common import (
     ExitCode,
     FileOpt,
@@ -21,7 +22,6 @@ from svc2rules.cli.common import (
     err,
     warn,
 )
-from svc2rules.compile import compile_sources
 from svc2rules.config import ProxyConfig
 from svc2rules.errors import UsageError, quote_value
 from svc2rules.load import read_sources
@@ -69,7 +69,7 @@ def endpoints_command(
         sources = read_sources(
             filename or [], recursive=recursive, stdin=sys.stdin.buffer, max_bytes=max_input_bytes
         )
-        compiled = compile_sources(sources, ProxyConfig(), keep_models=True)
+        compiled = compile_path.compile_sources(sources, ProxyConfig(), keep_models=True)
         warn([w for w in compiled.warnings if w not in compiled.summaries])
         if compare:
             _compare(compiled.models, output)

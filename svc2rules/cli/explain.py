@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from svc2rules import compile as compile_path
 from svc2rules.addresses import canonical_ip
 from svc2rules.cli.common import (
     BackendOpt,
@@ -32,7 +33,6 @@ from svc2rules.cli.common import (
     node_config,
     warn,
 )
-from svc2rules.compile import compile_sources
 from svc2rules.config import ProxyConfig
 from svc2rules.errors import UsageError, quote_value
 from svc2rules.explain import Explanation, Origin, Query, Verdict, explain, format_text
@@ -117,7 +117,7 @@ def explain_command(
             sources = read_sources(
                 filename or [], recursive=recursive, stdin=sys.stdin.buffer, max_bytes=max_input_bytes
             )
-            compiled = compile_sources(sources, ProxyConfig(), keep_models=True)
+            compiled = compile_path.compile_sources(sources, ProxyConfig(), keep_models=True)
             warn(compiled.warnings)
             diagnosis = diagnose(compiled.models, *ref)
             if output == "json":
@@ -143,7 +143,7 @@ def explain_command(
         sources = read_sources(
             filename or [], recursive=recursive, stdin=sys.stdin.buffer, max_bytes=max_input_bytes
         )
-        compiled = compile_sources(sources, proxy_config, keep_models=True)
+        compiled = compile_path.compile_sources(sources, proxy_config, keep_models=True)
         warn(compiled.warnings)
         result = explain(compiled.plan(), query, backend_name)
         if result.match is not None and _lacks_endpoints(result):

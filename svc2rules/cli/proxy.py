@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 
+from svc2rules import compile as compile_path
 from svc2rules.apply.engine import ApplyInput, ApplyOptions, ApplyReport, apply_plan, cleanup_host
 from svc2rules.backends import RenderOptions
 from svc2rules.backends.userspace import BACKEND as USERSPACE
@@ -34,7 +35,6 @@ from svc2rules.cli.common import (
     node_config,
     warn,
 )
-from svc2rules.compile import compile_sources
 from svc2rules.config import ProxyConfig
 from svc2rules.errors import UsageError
 from svc2rules.host.state import DEFAULT_STATE_DIR
@@ -143,13 +143,13 @@ def proxy_command(
 
         def load() -> Manifests:
             sources = read_paths()
-            compiled = compile_sources(sources, proxy_config)
+            compiled = compile_path.compile_sources(sources, proxy_config)
             for warning in compiled.warnings:
                 log.warning("%s", warning)
             return Manifests(tuple(sources), compiled.plan())
 
         if print_rules:
-            compiled = compile_sources(read_paths(), proxy_config)
+            compiled = compile_path.compile_sources(read_paths(), proxy_config)
             warn(compiled.warnings)
             artifact = render_userspace(compiled.plan(), options)
             for warning in artifact.warnings:

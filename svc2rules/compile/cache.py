@@ -26,22 +26,18 @@ apiVersion)}}`.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import marshal
 import os
 import stat
-import sys
 import zlib
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-import svc2rules
-from svc2rules import __version__
 from svc2rules.compile.core import Compilation
 from svc2rules.compile.fingerprint import Fingerprint, decode_object
+from svc2rules.compile.identity import code_identity
 from svc2rules.compile.memo import Identity, Members, SourceIndex
 from svc2rules.compile.read import InputObjects
 from svc2rules.errors import Diagnostic
@@ -55,23 +51,6 @@ _LOG_SLACK = 2.0
 
 WarningTuple = tuple[str, str, str | None, str | None, str | None]
 Located = tuple[int, int, int, Identity]  # offset and length in the objects log, CRC-32, identity
-
-
-@cache
-def code_identity() -> str:
-    """A digest of the svc2rules code and templates that produce compile results: a cache or
-    state written by different code (an upgrade, a development checkout) is not reused."""
-    root = Path(svc2rules.__file__).resolve().parent
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(f"{__version__}\0{sys.version_info[:2]}\0".encode())
-    templates = root / "templates"
-    if not templates.is_dir():  # a source checkout keeps them next to the package
-        templates = root.parent / "templates"
-    for folder, pattern in ((root, "*.py"), (templates, "*.j2")):
-        for path in sorted(folder.rglob(pattern)):
-            digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
-            digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()
 
 
 def cache_path(state_dir: Path, backend: str) -> Path:

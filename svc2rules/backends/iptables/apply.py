@@ -21,7 +21,7 @@ method is a function of its arguments.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from svc2rules.backends import RenderOptions
 from svc2rules.backends.applier import ChangeKind, IncrementalApplier
@@ -43,7 +43,6 @@ from svc2rules.backends.iptables.names import ChainNames
 from svc2rules.backends.iptables.render import FAMILY, build_tables
 from svc2rules.backends.iptables.services import split_by_service
 from svc2rules.backends.owned_chains import foreign_chains
-from svc2rules.compile import Compilation
 from svc2rules.errors import ApplyError
 from svc2rules.host.conntrack import udp_facts
 from svc2rules.host.runner import Runner, first_line
@@ -62,6 +61,9 @@ from svc2rules.syntax.xtables import (
     transaction_of,
     write,
 )
+
+if TYPE_CHECKING:
+    from svc2rules.compile import Compilation
 
 
 class IptablesApplier(IncrementalApplier[Desired, IptablesState, IptablesChange]):

@@ -11,7 +11,7 @@ head, every Service's rules in plan order, then its fixed tail).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from svc2rules.backends import RenderOptions
 from svc2rules.backends.iptables.model import (
@@ -29,9 +29,11 @@ from svc2rules.backends.iptables.model import (
 )
 from svc2rules.backends.iptables.names import ChainNames
 from svc2rules.backends.iptables.services import head_lengths, service_part
-from svc2rules.compile import Compilation
 from svc2rules.host.conntrack import udp_facts_of
 from svc2rules.ir import Plan
+
+if TYPE_CHECKING:
+    from svc2rules.compile import Compilation
 
 
 @dataclass

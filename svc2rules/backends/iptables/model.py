@@ -22,7 +22,7 @@ from svc2rules.backends.applier import BaseState, Change
 from svc2rules.backends.iptables.names import ChainNames
 from svc2rules.backends.iptables.render import FAMILY
 from svc2rules.backends.iptables.services import ServicePart
-from svc2rules.compile.cache import code_identity
+from svc2rules.compile.identity import code_identity
 from svc2rules.config import ProxyConfig
 from svc2rules.host.conntrack import udp_facts_of
 from svc2rules.ir import Plan, ServicePort

@@ -15,7 +15,7 @@ applied generation in an empty set's comment (`nft list set` reads only that set
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from svc2rules.backends import RenderOptions
 from svc2rules.backends.applier import ChangeKind, IncrementalApplier
@@ -35,13 +35,15 @@ from svc2rules.backends.nftables.render import (
     element_comments,
     layout_name,
 )
-from svc2rules.compile import Compilation
 from svc2rules.host.conntrack import UdpFacts, udp_facts
 from svc2rules.host.runner import Runner
 from svc2rules.host.system import TCP_BE_LIBERAL_SYSCTL
 from svc2rules.ir import Plan
-from svc2rules.resolve.plan import ServiceResolution
 from svc2rules.syntax.nftables import Writer, commands
+
+if TYPE_CHECKING:
+    from svc2rules.compile import Compilation
+    from svc2rules.resolve.plan import ServiceResolution
 
 
 class NftablesApplier(IncrementalApplier[Desired, NftablesState, NftablesChange]):

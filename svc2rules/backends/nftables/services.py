@@ -13,19 +13,21 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from svc2rules.backends import RenderOptions
 from svc2rules.backends.nftables.grouped import CLAIM_COLLECTIONS
 from svc2rules.backends.nftables.model import Elements
 from svc2rules.backends.nftables.options import NftablesOptions
 from svc2rules.backends.nftables.render import FAMILY, build_table
-from svc2rules.compile.cache import code_identity
+from svc2rules.compile.identity import code_identity
 from svc2rules.config import ProxyConfig
 from svc2rules.host.conntrack import UdpFacts, udp_facts_of
 from svc2rules.ir import Plan, ServicePort
-from svc2rules.resolve.plan import ServiceResolution
 from svc2rules.syntax.nftables import ElementData, verdict_chain
+
+if TYPE_CHECKING:
+    from svc2rules.resolve.plan import ServiceResolution
 
 
 def ours(ports: tuple[ServicePort, ...]) -> tuple[ServicePort, ...]:
