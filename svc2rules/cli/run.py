@@ -7,7 +7,6 @@ Exit codes: 0 stopped by SIGTERM/SIGINT (the rules stay), 2 invalid usage, 1 a f
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 import re
@@ -241,4 +240,7 @@ def run_command(
         # The CLI turns the cyclic collector off for one-shot commands; a long-running one needs
         # it (the agent freezes what it keeps for good, so collections stay cheap).
         gc.enable()
+        # Imported here: every other command starts without loading the event loop.
+        import asyncio
+
         asyncio.run(agent.run())
