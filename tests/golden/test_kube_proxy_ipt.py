@@ -1,0 +1,135 @@
+"""`--chain-prefix KUBE` reproduces kube-proxy's iptables proxier, rule for rule.
+
+Every golden/kube-proxy-ipt-* case transcribes one ruleset asserted by kube-proxy's
+pkg/proxy/iptables/proxier_test.go (each case's README names the test and the version read):
+`kube-proxy.dump` is the test's expectation verbatim, `input.yaml` its Services and
+EndpointSlices, `args` the fake proxier's node facts. The compile of the case is compared with
+kube-proxy's expectation as kube-proxy's `assertIPTablesRulesEqual` compares (see
+kube_proxy_iptables_dump).
+
+kube-proxy's expectations depend on two facts of the host its fake proxier pretends to be, and
+svc2rules' output differs from them there and only there:
+  - nfacct counters (`NewFakeProxier` sets `nfAcctCounters` for
+    ct_state_invalid_dropped_pkts and localhost_nps_accepted_pkts): kube-proxy adds
+    `-m nfacct --nfacct-name ct_state_invalid_dropped_pkts` to the INVALID drop and one
+    `-d 127.0.0.0/8 ... -m nfacct --nfacct-name localhost_nps_accepted_pkts` rule before each
+    NodePort rule; both only count packets (the plain NodePort rule after it matches the same
+    packets). svc2rules writes no nfacct matches: they need nfacct objects in the kernel.
+  - `--random-fully` on the MASQUERADE rule: kube-proxy adds it when iptables supports it
+    (`iptables.HasRandomFully()`, false for the fake); svc2rules always writes it (iptables
+    >= 1.6.2).
+So the case itself is an expected failure (strict: it must start passing if either changes),
+and `test_only_host_facts_differ` holds the rest of the ruleset to exact parity.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.golden.cases import GOLDEN, Case, run_case
+from tests.golden.kube_proxy_iptables_dump import differences, restore_input
+
+CASES = [Case(p.name, p) for p in sorted(GOLDEN.glob("kube-proxy-ipt-*")) if p.is_dir()]
+HOST_FACTS = (
+    "kube-proxy's fake proxier counts with nfacct (`-m nfacct --nfacct-name ...` and the "
+    "localhost NodePort counting rules) and its iptables lacks --random-fully; svc2rules writes "
+    "no nfacct matches and always --random-fully"
+)
+
+_NFACCT = re.compile(r" -m nfacct --nfacct-name \S+")
+_LOCALHOST_COUNTER = re.compile(r"^-A KUBE-NODEPORTS .* -d 127\.0\.0\.0/8 .*-m nfacct ")
+
+
+def _without_host_facts(dump: str) -> str:
+    """kube-proxy's expectation as it would be on a host without nfacct and with --random-fully."""
+    out = []
+    for line in dump.splitlines():
+        if _LOCALHOST_COUNTER.match(line):
+            continue
+        line = _NFACCT.sub("", line)
+        if line.endswith("-j MASQUERADE"):
+            line += " --random-fully"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def _expected(case: Case) -> str:
+    return (case.path / "kube-proxy.dump").read_text()
+
+
+def test_every_kube_proxy_expectation_is_transcribed() -> None:
+    assert [c.name for c in CASES] == ["kube-proxy-ipt-overall"]
+
+
+@pytest.mark.xfail(strict=True, reason=HOST_FACTS)
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_chain_prefix_kube_equals_kube_proxys_ruleset(case: Case) -> None:
+    diff = differences(_expected(case), run_case(case, "iptables"))
+    assert not diff, f"{case.name} differs from kube-proxy:\n" + "\n".join(diff)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_only_host_facts_differ(case: Case) -> None:
+    diff = differences(_without_host_facts(_expected(case)), run_case(case, "iptables"))
+    assert not diff, f"{case.name} differs from kube-proxy:\n" + "\n".join(diff)
+
+
+# -- the comparison itself -------------------------------------------------------------------
+
+EXPECTED = """
+*filter
+:KUBE-NODEPORTS - [0:0]
+:KUBE-SERVICES - [0:0]
+COMMIT
+*nat
+:KUBE-NODEPORTS - [0:0]
+:KUBE-SERVICES - [0:0]
+:KUBE-SVC-A - [0:0]
+-A KUBE-NODEPORTS -m comment --comment ns1/a:p -m tcp -p tcp --dport 3001 -j KUBE-SVC-A
+-A KUBE-NODEPORTS -m comment --comment ns2/b:p -m tcp -p tcp --dport 3002 -j KUBE-SVC-A
+-A KUBE-SERVICES -m comment --comment "ns1/a:p cluster IP" -d 172.30.0.1 -j KUBE-SVC-A
+-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -j KUBE-NODEPORTS
+-A KUBE-SVC-A -m comment --comment "ns1/a:p -> 10.0.0.1:80" -j KUBE-SVC-A
+-A KUBE-SVC-A -m comment --comment "ns1/a:p -> 10.0.0.2:80" -j KUBE-SVC-A
+COMMIT
+"""
+
+PAYLOAD = """# a header
+*nat
+:KUBE-SERVICES - [0:0]
+:KUBE-SVC-A - [0:0]
+:KUBE-NODEPORTS - [0:0]
+-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -j KUBE-NODEPORTS
+-A KUBE-NODEPORTS -m comment --comment "ns2/b:p" -m tcp -p tcp --dport 3002 -j KUBE-SVC-A
+-A KUBE-SVC-A -m comment --comment "ns1/a:p -> 10.0.0.1:80" -j KUBE-SVC-A
+-A KUBE-SERVICES -m comment --comment "ns1/a:p cluster IP" -d 172.30.0.1 -j KUBE-SVC-A
+-A KUBE-NODEPORTS -m comment --comment "ns1/a:p" -m tcp -p tcp --dport 3001 -j KUBE-SVC-A
+-A KUBE-SVC-A -m comment --comment "ns1/a:p -> 10.0.0.2:80" -j KUBE-SVC-A
+-I PREROUTING 1 -j KUBE-SERVICES
+COMMIT
+*filter
+:KUBE-SERVICES - [0:0]
+:KUBE-NODEPORTS - [0:0]
+-I INPUT 1 -j KUBE-NODEPORTS
+COMMIT
+"""
+
+
+def test_the_comparison_sorts_as_kube_proxy_does() -> None:
+    assert differences(EXPECTED, PAYLOAD) == []
+    assert "--comment ns1/a:p -m" in restore_input(PAYLOAD)
+
+
+def test_the_comparison_keeps_the_order_of_other_chains() -> None:
+    swapped = PAYLOAD.replace("10.0.0.1:80", "10.0.0.X").replace("10.0.0.2:80", "10.0.0.1:80")
+    assert differences(EXPECTED, swapped.replace("10.0.0.X", "10.0.0.2:80"))
+
+
+def test_the_comparison_counts_every_word() -> None:
+    assert differences(EXPECTED, PAYLOAD.replace("--dport 3002", "--dport 3003"))
+    assert differences(EXPECTED, PAYLOAD.replace("ns1/a:p cluster IP", "ns1/a:p clusterIP"))
+    assert differences(
+        EXPECTED, PAYLOAD.replace(":KUBE-SVC-A - [0:0]\n", ":KUBE-SVC-A - [0:0]\n:KUBE-X - [0:0]\n")
+    )
