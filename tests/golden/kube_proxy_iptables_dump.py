@@ -189,3 +189,23 @@ def differences(expected: str, actual_payload: str) -> list[str]:
             want.splitlines(True), got.splitlines(True), "kube-proxy", "svc2rules", n=0
         )
     ]
+
+
+def chain_differences(expected: str, actual_payload: str, table: str, chain: str) -> list[str]:
+    """assertIPTablesChainEqual: the rules of one chain of the restore input, in order, against
+    the expectation (the chain's `-A` lines)."""
+    import difflib
+
+    want = expected.lstrip(" \t\n")
+    got = ""
+    for parsed in parse_dump(restore_input(actual_payload)):
+        if parsed.name == table:
+            got = "".join(f"{rule}\n" for c in parsed.chains if c.name == chain for rule in c.rules)
+    if want == got:
+        return []
+    return [
+        line.rstrip("\n")
+        for line in difflib.unified_diff(
+            want.splitlines(True), got.splitlines(True), "kube-proxy", "svc2rules", n=0
+        )
+    ]

@@ -18,7 +18,7 @@ svc2rules' output differs from them there and only there:
   - `--random-fully` on the MASQUERADE rule: kube-proxy adds it when iptables supports it
     (`iptables.HasRandomFully()`, false for the fake); svc2rules always writes it (iptables
     >= 1.6.2).
-So the case itself is an expected failure (strict: it must start passing if either changes),
+So such a case is an expected failure (strict: it must start passing if either changes),
 and `test_only_host_facts_differ` holds the rest of the ruleset to exact parity.
 """
 
@@ -29,14 +29,20 @@ import re
 import pytest
 
 from tests.golden.cases import GOLDEN, Case, run_case
-from tests.golden.kube_proxy_iptables_dump import differences, restore_input
+from tests.golden.kube_proxy_iptables_dump import chain_differences, differences, restore_input
 
 CASES = [Case(p.name, p) for p in sorted(GOLDEN.glob("kube-proxy-ipt-*")) if p.is_dir()]
-HOST_FACTS = (
-    "kube-proxy's fake proxier counts with nfacct (`-m nfacct --nfacct-name ...` and the "
-    "localhost NodePort counting rules) and its iptables lacks --random-fully; svc2rules writes "
-    "no nfacct matches and always --random-fully"
+NFACCT = (
+    "kube-proxy's fake proxier counts with nfacct (`-m nfacct --nfacct-name ...`, and the "
+    "localhost NodePort counting rules); svc2rules writes no nfacct matches"
 )
+RANDOM_FULLY = "kube-proxy's fake iptables lacks --random-fully; svc2rules always writes it"
+# The cases that differ from kube-proxy in host facts (module docstring), and why.
+HOST_FACTS = {
+    "kube-proxy-ipt-overall": f"{NFACCT}; {RANDOM_FULLY}",
+    "kube-proxy-ipt-drop-invalid-2": NFACCT,
+    "kube-proxy-ipt-masquerade-1": RANDOM_FULLY,
+}
 
 _NFACCT = re.compile(r" -m nfacct --nfacct-name \S+")
 _LOCALHOST_COUNTER = re.compile(r"^-A KUBE-NODEPORTS .* -d 127\.0\.0\.0/8 .*-m nfacct ")
@@ -59,20 +65,49 @@ def _expected(case: Case) -> str:
     return (case.path / "kube-proxy.dump").read_text()
 
 
+def _differences(case: Case, expected: str) -> list[str]:
+    """A whole-ruleset case is compared as assertIPTablesRulesEqual does; a case with a `chain`
+    file (`TABLE CHAIN`: the test asserts one chain) as assertIPTablesChainEqual does."""
+    payload = run_case(case, "iptables")
+    chain_file = case.path / "chain"
+    if chain_file.exists():
+        table, chain = chain_file.read_text().split()
+        return chain_differences(expected, payload, table, chain)
+    return differences(expected, payload)
+
+
+def _params() -> list[object]:
+    return [
+        pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=HOST_FACTS[c.name]))
+        if c.name in HOST_FACTS
+        else c
+        for c in CASES
+    ]
+
+
 def test_every_kube_proxy_expectation_is_transcribed() -> None:
-    assert [c.name for c in CASES] == ["kube-proxy-ipt-overall"]
+    # TestOverallIPTablesRules; TestDropInvalidRule's three cases (no nfacct, nfacct,
+    # tcpLiberal); TestMasqueradeRule's two (randomFully false, true).
+    assert [c.name for c in CASES] == [
+        "kube-proxy-ipt-drop-invalid-1",
+        "kube-proxy-ipt-drop-invalid-2",
+        "kube-proxy-ipt-drop-invalid-3",
+        "kube-proxy-ipt-masquerade-1",
+        "kube-proxy-ipt-masquerade-2",
+        "kube-proxy-ipt-overall",
+    ]
+    assert set(HOST_FACTS) <= {c.name for c in CASES}
 
 
-@pytest.mark.xfail(strict=True, reason=HOST_FACTS)
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+@pytest.mark.parametrize("case", _params(), ids=[c.name for c in CASES])
 def test_chain_prefix_kube_equals_kube_proxys_ruleset(case: Case) -> None:
-    diff = differences(_expected(case), run_case(case, "iptables"))
+    diff = _differences(case, _expected(case))
     assert not diff, f"{case.name} differs from kube-proxy:\n" + "\n".join(diff)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_only_host_facts_differ(case: Case) -> None:
-    diff = differences(_without_host_facts(_expected(case)), run_case(case, "iptables"))
+    diff = _differences(case, _without_host_facts(_expected(case)))
     assert not diff, f"{case.name} differs from kube-proxy:\n" + "\n".join(diff)
 
 
