@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from pydantic import Field, ModelWrapValidatorHandler, PrivateAttr, model_validator
+from pydantic import Field
 
 from svc2rules.model.checks import Problems, dns1035_label, dns1123_label, dns1123_subdomain, ip_address
 from svc2rules.model.checks import port_number as check_port
-from svc2rules.model.legacy import LegacyReader, LegacyValue, might_be_legacy
-from svc2rules.model.meta import KubeModel, KubeObject, ObjectMeta
+from svc2rules.model.legacy import LegacyReader, might_be_legacy
+from svc2rules.model.meta import CanonicalObject, KubeModel, ObjectMeta
 from svc2rules.model.service import PROTOCOLS
 
 SKIP_MIRROR_LABEL = "endpointslice.kubernetes.io/skip-mirror"
@@ -34,21 +34,11 @@ class EndpointSubset(KubeModel):
     ports: list[EndpointsPort] = Field(default_factory=list)
 
 
-class Endpoints(KubeObject):
+class Endpoints(CanonicalObject):
     KIND: ClassVar[str] = "Endpoints"
     API_VERSION: ClassVar[str] = "v1"
 
     subsets: list[EndpointSubset] = Field(default_factory=list)
-    _legacy: tuple[LegacyValue, ...] = PrivateAttr(default=())
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _read_legacy(cls, data: Any, handler: ModelWrapValidatorHandler[Endpoints]) -> Endpoints:
-        return handler(data)._canonical()
-
-    @property
-    def legacy_values(self) -> tuple[LegacyValue, ...]:
-        return self._legacy
 
     def _canonical(self) -> Endpoints:
         """These Endpoints with their legacy addresses in canonical form (itself when they have

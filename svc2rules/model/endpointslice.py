@@ -6,16 +6,14 @@ from typing import Any, ClassVar
 
 from pydantic import (
     Field,
-    ModelWrapValidatorHandler,
-    PrivateAttr,
     ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
 
 from svc2rules.model.checks import Problems, dns1123_label, dns1123_subdomain, ip_address, port_number
-from svc2rules.model.legacy import LegacyReader, LegacyValue, might_be_legacy
-from svc2rules.model.meta import KubeModel, KubeObject, ObjectMeta
+from svc2rules.model.legacy import LegacyReader, might_be_legacy
+from svc2rules.model.meta import CanonicalObject, KubeModel, ObjectMeta
 from svc2rules.model.service import PROTOCOLS
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
@@ -90,23 +88,13 @@ class EndpointPort(KubeModel):
     app_protocol: str | None = Field(None, alias="appProtocol")
 
 
-class EndpointSlice(KubeObject):
+class EndpointSlice(CanonicalObject):
     KIND: ClassVar[str] = "EndpointSlice"
     API_VERSION: ClassVar[str] = "discovery.k8s.io/v1"
 
     address_type: str = Field(alias="addressType")
     endpoints: list[SliceEndpoint] | None = None
     ports: list[EndpointPort] | None = None
-    _legacy: tuple[LegacyValue, ...] = PrivateAttr(default=())
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _read_legacy(cls, data: Any, handler: ModelWrapValidatorHandler[EndpointSlice]) -> EndpointSlice:
-        return handler(data)._canonical()
-
-    @property
-    def legacy_values(self) -> tuple[LegacyValue, ...]:
-        return self._legacy
 
     def _canonical(self) -> EndpointSlice:
         """This slice with its legacy endpoint addresses in canonical form (itself when it has

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ModelWrapValidatorHandler, PrivateAttr, model_validator
 
 from svc2rules.load.parse import DEFAULT_NAMESPACE, object_ref
 from svc2rules.model.checks import Problems, dns1123_label
@@ -62,3 +62,24 @@ class KubeObject(KubeModel):
         problems = Problems()
         self.check_metadata(self.metadata, problems)
         return problems
+
+
+class CanonicalObject(KubeObject):
+    """A kind that can carry legacy addresses (model.legacy): built through one validator, so
+    every path that builds one (validation, the compile memo) holds the canonical values, and
+    keeps what it rewrote for the warning."""
+
+    _legacy: tuple[LegacyValue, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _read_legacy(cls, data: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        return handler(data)._canonical()
+
+    @property
+    def legacy_values(self) -> tuple[LegacyValue, ...]:
+        return self._legacy
+
+    def _canonical(self) -> Self:
+        """This object with its legacy values in canonical form (itself when it has none)."""
+        return self

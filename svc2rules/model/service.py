@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, ModelWrapValidatorHandler, PrivateAttr, field_validator, model_validator
+from pydantic import Field, field_validator
 
 from svc2rules.model.checks import (
     Problems,
@@ -15,8 +15,8 @@ from svc2rules.model.checks import (
     ip_address,
     port_number,
 )
-from svc2rules.model.legacy import LegacyReader, LegacyValue, might_be_legacy
-from svc2rules.model.meta import KubeModel, KubeObject, ObjectMeta
+from svc2rules.model.legacy import LegacyReader, might_be_legacy
+from svc2rules.model.meta import CanonicalObject, KubeModel, ObjectMeta
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName")
@@ -93,25 +93,14 @@ class ServiceStatus(KubeModel):
     load_balancer: LoadBalancerStatus = Field(default_factory=LoadBalancerStatus, alias="loadBalancer")
 
 
-class Service(KubeObject):
+class Service(CanonicalObject):
     KIND: ClassVar[str] = "Service"
     API_VERSION: ClassVar[str] = "v1"
 
     spec: ServiceSpec = Field(default_factory=ServiceSpec)
     status: ServiceStatus = Field(default_factory=ServiceStatus)
-    _legacy: tuple[LegacyValue, ...] = PrivateAttr(default=())
 
     # -- legacy addresses (model.legacy) ------------------------------------------------
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _read_legacy(cls, data: Any, handler: ModelWrapValidatorHandler[Service]) -> Service:
-        return handler(data)._canonical()
-
-    @property
-    def legacy_values(self) -> tuple[LegacyValue, ...]:
-        return self._legacy
-
     def _canonical(self) -> Service:
         """This Service with its legacy addresses in canonical form (itself when it has none):
         the fields pkg/proxy/serviceport.go newBaseServiceInfo parses sloppily."""
