@@ -43,6 +43,7 @@ RANDOM_FULLY = "kube-proxy's fake iptables lacks --random-fully; svc2rules alway
 # The cases that differ from kube-proxy in host facts (module docstring), and why.
 HOST_FACTS = {
     "kube-proxy-ipt-overall": f"{NFACCT}; {RANDOM_FULLY}",
+    "kube-proxy-ipt-bad-ips": f"{NFACCT}; {RANDOM_FULLY}",
     "kube-proxy-ipt-drop-invalid-2": NFACCT,
     "kube-proxy-ipt-masquerade-1": RANDOM_FULLY,
 }
@@ -100,8 +101,9 @@ def _params(reasons: dict[str, str]) -> list[object]:
 def test_every_kube_proxy_expectation_is_transcribed() -> None:
     # TestOverallIPTablesRules; TestDropInvalidRule's three cases (no nfacct, nfacct,
     # tcpLiberal); TestMasqueradeRule's two (randomFully false, true); TestNodePorts' seven
-    # (its test cases in order, filter KUBE-FIREWALL each).
+    # (its test cases in order, filter KUBE-FIREWALL each); TestBadIPs.
     assert [c.name for c in CASES] == [
+        "kube-proxy-ipt-bad-ips",
         "kube-proxy-ipt-drop-invalid-1",
         "kube-proxy-ipt-drop-invalid-2",
         "kube-proxy-ipt-drop-invalid-3",
