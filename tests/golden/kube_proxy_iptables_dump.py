@@ -10,7 +10,10 @@ then the others by name; the rules of KUBE-NODEPORTS and KUBE-SERVICES (both tab
 the service name of their comment (the comment up to the first blank or colon), the nat
 KUBE-SERVICES "must be the last rule" rule last; every other chain keeps its rules in order.
 `IPTablesDump.String` writes the tables back, chain declarations first, then the rules chain by
-chain. `sort_like_kube_proxy` and `dump_text` are those two functions.
+chain, then the `-X` lines of deleted chains. `sort_like_kube_proxy` and `dump_text` are those
+two functions. After its first (full) sync kube-proxy writes partial restore inputs (only the
+chains of the Services that changed); `state_after` folds such a sequence into the tables the
+host then has, which is what one compile of the same objects must equal.
 
 Two things of svc2rules' output are not part of kube-proxy's restore input and are taken out
 before the comparison (`restore_input`): the jumps from the built-in chains (svc2rules writes
@@ -30,6 +33,7 @@ from dataclasses import dataclass, field
 _TABLE = re.compile(r"^\*(.*)$")
 _CHAIN = re.compile(r"^:([^ ]*) - \[([0-9]*):([0-9]*)\]$")
 _RULE = re.compile(r"^-A ([^ ]*) (.*)$")
+_DELETE = re.compile(r"^-X ([^ ]*)$")
 # parse.go wordRegex: a word, or a quoted string, at the start or after a blank.
 _WORD = re.compile(r'(?:^|\s)("[^"]*"|[^"]\S*)')
 _LAST_RULE = "must be the last rule"
@@ -42,6 +46,9 @@ class Chain:
     name: str
     counters: str = "[0:0]"
     rules: list[str] = field(default_factory=list)
+    # `-X CHAIN` in a restore input (parse.go Chain.Deleted): kube-proxy declares a stale
+    # chain, which flushes it, then deletes it.
+    deleted: bool = False
 
 
 @dataclass
@@ -79,8 +86,11 @@ def parse_dump(text: str) -> list[Table]:
             continue
         declaring = False
         rule = _RULE.match(line)
+        delete = _DELETE.match(line)
         if rule is not None:
             table.chain(rule.group(1)).rules.append(line)
+        elif delete is not None:
+            table.chain(delete.group(1)).deleted = True
         elif line == "COMMIT":
             table = None
         else:
@@ -148,7 +158,7 @@ def sort_like_kube_proxy(tables: list[Table]) -> list[Table]:
             rules = chain.rules
             if chain.name in (NODE_PORTS, SERVICES):
                 rules = _stable_by_service_name(rules, table.name == "nat" and chain.name == SERVICES)
-            chains.append(Chain(chain.name, chain.counters, list(rules)))
+            chains.append(Chain(chain.name, chain.counters, list(rules), chain.deleted))
         out.append(Table(table.name, chains))
     return out
 
@@ -160,8 +170,37 @@ def dump_text(tables: list[Table]) -> str:
         lines.append(f"*{table.name}")
         lines += [f":{chain.name} - {chain.counters}" for chain in table.chains]
         lines += [rule for chain in table.chains for rule in chain.rules]
+        lines += [f"-X {chain.name}" for chain in table.chains if chain.deleted]
         lines.append("COMMIT")
     return "".join(f"{line}\n" for line in lines)
+
+
+def restored(state: list[Table], restore: list[Table]) -> list[Table]:
+    """The tables after `iptables-restore --noflush` of `restore` onto `state`, as kube-proxy
+    loads every sync (proxier.go syncProxyRules, `RestoreAll(..., NoFlushTables, ...)`): a
+    declared chain is created or flushed and gets the restore's rules, `-X` deletes it, and a
+    chain the restore does not declare keeps its rules. This is how the state after a partial
+    sync (only the changed Services' chains written) follows from the state before it."""
+    out = {
+        table.name: {c.name: Chain(c.name, c.counters, list(c.rules)) for c in table.chains}
+        for table in state
+    }
+    for table in restore:
+        chains = out.setdefault(table.name, {})
+        for chain in table.chains:
+            if chain.deleted:
+                chains.pop(chain.name, None)
+            else:
+                chains[chain.name] = Chain(chain.name, chain.counters, list(chain.rules))
+    return [Table(name, list(chains.values())) for name, chains in out.items()]
+
+
+def state_after(restores: list[str]) -> str:
+    """The sorted text of the tables after loading each restore input in turn, from nothing."""
+    state: list[Table] = []
+    for text in restores:
+        state = restored(state, parse_dump(text))
+    return dump_text(sort_like_kube_proxy(state))
 
 
 _QUOTED_WORD = re.compile(r'--comment "([^"\s]+)"')

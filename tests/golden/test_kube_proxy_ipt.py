@@ -28,11 +28,17 @@ difference: both tests are expected failures there (strict), until the renderer 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import pytest
 
 from tests.golden.cases import GOLDEN, Case, run_case
-from tests.golden.kube_proxy_iptables_dump import chain_differences, differences, restore_input
+from tests.golden.kube_proxy_iptables_dump import (
+    chain_differences,
+    differences,
+    restore_input,
+    state_after,
+)
 
 CASES = [Case(p.name, p) for p in sorted(GOLDEN.glob("kube-proxy-ipt-*")) if p.is_dir()]
 NFACCT = (
@@ -46,6 +52,7 @@ HOST_FACTS = {
     "kube-proxy-ipt-bad-ips": f"{NFACCT}; {RANDOM_FULLY}",
     "kube-proxy-ipt-drop-invalid-2": NFACCT,
     "kube-proxy-ipt-masquerade-1": RANDOM_FULLY,
+    **{f"kube-proxy-ipt-repeated-{i}": f"{NFACCT}; {RANDOM_FULLY}" for i in range(1, 9)},
 }
 # The cases that differ from kube-proxy in more than host facts: the exact difference.
 KNOWN_DIFFERENCES = {
@@ -74,19 +81,27 @@ def _without_host_facts(dump: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def _expected(case: Case) -> str:
-    return (case.path / "kube-proxy.dump").read_text()
+def _restores(case: Case) -> list[str]:
+    """kube-proxy's restore inputs up to this case's sync: a case with a `restored-onto` file
+    (TestSyncProxyRulesRepeated after its first sync) follows the case it names."""
+    onto = case.path / "restored-onto"
+    earlier = _restores(Case(name := onto.read_text().strip(), GOLDEN / name)) if onto.exists() else []
+    return [*earlier, (case.path / "kube-proxy.dump").read_text()]
 
 
-def _differences(case: Case, expected: str) -> list[str]:
+def _differences(case: Case, expectation: Callable[[str], str]) -> list[str]:
     """A whole-ruleset case is compared as assertIPTablesRulesEqual does; a case with a `chain`
-    file (`TABLE CHAIN`: the test asserts one chain) as assertIPTablesChainEqual does."""
+    file (`TABLE CHAIN`: the test asserts one chain) as assertIPTablesChainEqual does; a case
+    with a `restored-onto` file with the state its sync leaves (kube_proxy_iptables_dump)."""
     payload = run_case(case, "iptables")
+    restores = [expectation(text) for text in _restores(case)]
     chain_file = case.path / "chain"
     if chain_file.exists():
         table, chain = chain_file.read_text().split()
-        return chain_differences(expected, payload, table, chain)
-    return differences(expected, payload)
+        return chain_differences(restores[-1], payload, table, chain)
+    if len(restores) > 1:
+        return differences(state_after(restores), payload)
+    return differences(restores[-1], payload)
 
 
 def _params(reasons: dict[str, str]) -> list[object]:
@@ -101,7 +116,8 @@ def _params(reasons: dict[str, str]) -> list[object]:
 def test_every_kube_proxy_expectation_is_transcribed() -> None:
     # TestOverallIPTablesRules; TestDropInvalidRule's three cases (no nfacct, nfacct,
     # tcpLiberal); TestMasqueradeRule's two (randomFully false, true); TestNodePorts' seven
-    # (its test cases in order, filter KUBE-FIREWALL each); TestBadIPs.
+    # (its test cases in order, filter KUBE-FIREWALL each); TestBadIPs;
+    # TestSyncProxyRulesRepeated's eight distinct states (steps 1-7 and 9; step 8 repeats 7).
     assert [c.name for c in CASES] == [
         "kube-proxy-ipt-bad-ips",
         "kube-proxy-ipt-drop-invalid-1",
@@ -111,19 +127,20 @@ def test_every_kube_proxy_expectation_is_transcribed() -> None:
         "kube-proxy-ipt-masquerade-2",
         *(f"kube-proxy-ipt-node-ports-{i}" for i in range(1, 8)),
         "kube-proxy-ipt-overall",
+        *(f"kube-proxy-ipt-repeated-{i}" for i in range(1, 9)),
     ]
     assert set(HOST_FACTS) | set(KNOWN_DIFFERENCES) <= {c.name for c in CASES}
 
 
 @pytest.mark.parametrize("case", _params({**HOST_FACTS, **KNOWN_DIFFERENCES}), ids=[c.name for c in CASES])
 def test_chain_prefix_kube_equals_kube_proxys_ruleset(case: Case) -> None:
-    diff = _differences(case, _expected(case))
+    diff = _differences(case, lambda text: text)
     assert not diff, f"{case.name} differs from kube-proxy:\n" + "\n".join(diff)
 
 
 @pytest.mark.parametrize("case", _params(KNOWN_DIFFERENCES), ids=[c.name for c in CASES])
 def test_only_host_facts_differ(case: Case) -> None:
-    diff = _differences(case, _without_host_facts(_expected(case)))
+    diff = _differences(case, _without_host_facts)
     assert not diff, f"{case.name} differs from kube-proxy:\n" + "\n".join(diff)
 
 
@@ -183,4 +200,21 @@ def test_the_comparison_counts_every_word() -> None:
     assert differences(EXPECTED, PAYLOAD.replace("ns1/a:p cluster IP", "ns1/a:p clusterIP"))
     assert differences(
         EXPECTED, PAYLOAD.replace(":KUBE-SVC-A - [0:0]\n", ":KUBE-SVC-A - [0:0]\n:KUBE-X - [0:0]\n")
+    )
+
+
+def test_the_state_follows_partial_restores() -> None:
+    # iptables-restore --noflush: KUBE-SVC-A is left alone (not declared), KUBE-SERVICES is
+    # flushed and rewritten, KUBE-SEP-B declared and deleted.
+    before = (
+        "*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-SVC-A - [0:0]\n:KUBE-SEP-B - [0:0]\n"
+        "-A KUBE-SERVICES -j KUBE-SVC-A\n-A KUBE-SVC-A -j KUBE-SEP-B\n-A KUBE-SEP-B -j DROP\nCOMMIT\n"
+    )
+    partial = (
+        "*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-SEP-B - [0:0]\n-A KUBE-SERVICES -j ACCEPT\n"
+        "-X KUBE-SEP-B\nCOMMIT\n"
+    )
+    assert state_after([before, partial]) == (
+        "*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-SVC-A - [0:0]\n"
+        "-A KUBE-SERVICES -j ACCEPT\n-A KUBE-SVC-A -j KUBE-SEP-B\nCOMMIT\n"
     )
