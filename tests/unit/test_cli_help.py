@@ -90,7 +90,11 @@ def test_completion_scripts_are_produced_for_bash_zsh_and_fish(shell: str, marke
 
 def test_show_completion_prints_the_script_of_the_shell_it_runs_in() -> None:
     proc = subprocess.run(
-        ["bash", "-c", f"{CLI} --show-completion"], capture_output=True, text=True, timeout=60, check=False
+        ["bash", "-c", f"{CLI} --show-completion; exit $?"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert "_svc2rules_completion" in proc.stdout and "complete -o" in proc.stdout
